@@ -1,0 +1,87 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Settings every target shares: Swift 6 mode comes with tools 6.0; these add
+// the upcoming features we hold ourselves to.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "chasquid",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chasquid-util", targets: ["chasquid-util"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
+    ],
+    targets: [
+        // Messages generated from proto/*.proto (see proto/generate.sh).
+        .target(
+            name: "ChasquidProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strictSettings
+        ),
+        // Crash-safe file writes: temp file, fsync, rename, directory fsync.
+        .target(name: "DurableFiles", swiftSettings: strictSettings),
+        // User, domain and address normalisation (PRECIS, IDNA/Punycode).
+        .target(name: "Normalization", swiftSettings: strictSettings),
+        // chasquid.conf: schema, defaults, layering, validation, printing.
+        .target(
+            name: "ChasquidConfig",
+            dependencies: [
+                "ChasquidProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Per-domain users databases: scrypt, plain and denied entries.
+        .target(
+            name: "UserDatabase",
+            dependencies: [
+                "ChasquidProto", "DurableFiles", "Normalization",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Aliases files: the parser and the resolver.
+        .target(name: "Aliases", dependencies: ["Normalization", "ChildProcess"], swiftSettings: strictSettings),
+        // Running hooks and delivery agents: process groups, deadlines, pipes.
+        .target(name: "ChildProcess", dependencies: ["CSystemShims"], swiftSettings: strictSettings),
+        .target(name: "CSystemShims"),
+        // The set of local domains, with their users and aliases, reloadable as one snapshot.
+        .target(
+            name: "LocalDomains",
+            dependencies: ["Aliases", "UserDatabase", "Normalization"],
+            swiftSettings: strictSettings
+        ),
+        // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
+        .target(name: "LocalRPC", swiftSettings: strictSettings),
+        // chasquid-util's commands, as a library so tests can call them.
+        .target(
+            name: "AdminTool",
+            dependencies: ["ChasquidConfig", "ChasquidProto", "UserDatabase", "Normalization", "DurableFiles", "LocalRPC"],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
+
+        .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
+        .testTarget(name: "NormalizationTests", dependencies: ["Normalization"], swiftSettings: strictSettings),
+        .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "UserDatabaseTests",
+            dependencies: ["UserDatabase", "ChasquidProto"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "ChildProcessTests", dependencies: ["ChildProcess"], swiftSettings: strictSettings),
+        .testTarget(name: "AliasesTests", dependencies: ["Aliases"], swiftSettings: strictSettings),
+        .testTarget(name: "LocalDomainsTests", dependencies: ["LocalDomains"], swiftSettings: strictSettings),
+        .testTarget(name: "LocalRPCTests", dependencies: ["LocalRPC"], swiftSettings: strictSettings),
+        .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
+    ]
+)

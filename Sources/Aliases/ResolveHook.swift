@@ -1,0 +1,46 @@
+import ChildProcess
+import Foundation
+import Normalization
+
+/// Runs `hooks/alias-resolve <address>` and parses what it prints as an
+/// aliases right-hand side (COMPAT.md §10.2). A missing file means no hook.
+public struct ResolveHook: Sendable {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    public var path: String
+    public var timeout: Duration
+
+    public init(path: String, timeout: Duration = .seconds(5)) {
+        self.path = path
+        self.timeout = timeout
+    }
+
+    /// The hook as a `Resolver.Hook`.
+    public var asResolverHook: Resolver.Hook {
+        let hook = self
+        return { address in try await hook.run(address) }
+    }
+
+    public func run(_ address: String) async throws(Failure) -> [Recipient] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        let output: ChildProcess.Output
+        do {
+            // The hook inherits the daemon's whole environment (COMPAT.md §10.2).
+            output = try await ChildProcess.run(path, arguments: [address], timeout: timeout)
+        } catch {
+            throw Failure(description: "alias-resolve hook: \(error)")
+        }
+        if output.timedOut { throw Failure(description: "alias-resolve hook: killed after \(timeout)") }
+        guard output.exitStatus == 0 else {
+            throw Failure(description: "alias-resolve hook: exit status \(output.exitStatus.map(String.init) ?? "signal \(output.signal ?? 0)")")
+        }
+        let text = String(decoding: output.stdout, as: UTF8.self).trimmingWhitespace()
+        do {
+            return try AliasesFile.parseRightSide(text, domain: Address.domain(of: address))
+        } catch {
+            throw Failure(description: "alias-resolve hook output: \(error)")
+        }
+    }
+}

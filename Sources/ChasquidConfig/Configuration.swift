@@ -1,0 +1,198 @@
+import ChasquidProto
+import Foundation
+import SwiftProtobuf
+
+/// A configuration problem, with where it is: file, line and field when known.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var path: String
+    public var line: Int?
+    public var field: String?
+    public var message: String
+
+    public init(path: String, line: Int? = nil, field: String? = nil, message: String) {
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        var location = "\"\(path)\""
+        if let line { location += " line \(line)" }
+        if let field { return "\(location): field \"\(field)\": \(message)" }
+        return "\(location): \(message)"
+    }
+}
+
+/// Loading, layering and checking `chasquid.conf` (COMPAT.md §3).
+public enum Configuration {
+    /// The file's field names and their types, for the located checks.
+    static let schema: [String: TextFormatCheck.FieldKind] = [
+        "hostname": .string,
+        "max_data_size_mb": .int64,
+        "smtp_address": .repeatedString,
+        "submission_address": .repeatedString,
+        "submission_over_tls_address": .repeatedString,
+        "monitoring_address": .string,
+        "mail_delivery_agent_bin": .string,
+        "mail_delivery_agent_args": .repeatedString,
+        "data_dir": .string,
+        "suffix_separators": .optionalString,
+        "drop_characters": .optionalString,
+        "mail_log_path": .string,
+        "dovecot_auth": .bool,
+        "dovecot_userdb_path": .string,
+        "dovecot_client_path": .string,
+        "haproxy_incoming": .bool,
+        "max_queue_items": .uint32,
+        "give_up_send_after": .string,
+    ]
+
+    public static let defaultMaxQueueItems: UInt32 = 200
+    public static let defaultGiveUpSendAfter = "20h"
+
+    /// chasquid's defaults, before the file. `hostname` is the caller's (the
+    /// OS hostname), so tests need not depend on the machine.
+    public static func defaults(hostname: String) -> Config {
+        var c = Config()
+        c.hostname = hostname
+        c.maxDataSizeMb = 50
+        c.smtpAddress = ["systemd"]
+        c.submissionAddress = ["systemd"]
+        c.submissionOverTlsAddress = ["systemd"]
+        c.mailDeliveryAgentBin = "maildrop"
+        c.mailDeliveryAgentArgs = ["-f", "%from%", "-d", "%to_user%"]
+        c.dataDir = "/var/lib/chasquid"
+        c.suffixSeparators = "+"
+        c.dropCharacters = "."
+        c.mailLogPath = "<syslog>"
+        c.maxQueueItems = defaultMaxQueueItems
+        c.giveUpSendAfter = defaultGiveUpSendAfter
+        return c
+    }
+
+    /// Parses config text strictly: unknown fields, wrong types and repeated
+    /// scalars are errors naming the line and the field. `path` is only used
+    /// in messages.
+    public static func parse(_ text: String, path: String) throws(ConfigError) -> (Config, fieldLines: [String: Int]) {
+        let lines: [String: Int]
+        do {
+            lines = try TextFormatCheck(schema: schema).check(text)
+        } catch {
+            throw ConfigError(path: path, line: error.line, field: error.field, message: error.message)
+        }
+        do {
+            return (try Config(textFormatString: text), lines)
+        } catch {
+            // The located check above accepts what swift-protobuf accepts, so
+            // this is a value the check does not look into (an escape, say).
+            throw ConfigError(path: path, message: "\(error)")
+        }
+    }
+
+    /// Merges `layer` over `base`, chasquid's way: a field of `layer` counts
+    /// only when it is "set" (non-empty string or list, number > 0, bool true,
+    /// `optional` string present even if empty).
+    public static func merge(_ layer: Config, over base: Config) -> Config {
+        var c = base
+        if !layer.hostname.isEmpty { c.hostname = layer.hostname }
+        if layer.maxDataSizeMb > 0 { c.maxDataSizeMb = layer.maxDataSizeMb }
+        if !layer.smtpAddress.isEmpty { c.smtpAddress = layer.smtpAddress }
+        if !layer.submissionAddress.isEmpty { c.submissionAddress = layer.submissionAddress }
+        if !layer.submissionOverTlsAddress.isEmpty { c.submissionOverTlsAddress = layer.submissionOverTlsAddress }
+        if !layer.monitoringAddress.isEmpty { c.monitoringAddress = layer.monitoringAddress }
+        if !layer.mailDeliveryAgentBin.isEmpty { c.mailDeliveryAgentBin = layer.mailDeliveryAgentBin }
+        if !layer.mailDeliveryAgentArgs.isEmpty { c.mailDeliveryAgentArgs = layer.mailDeliveryAgentArgs }
+        if !layer.dataDir.isEmpty { c.dataDir = layer.dataDir }
+        if layer.hasSuffixSeparators { c.suffixSeparators = layer.suffixSeparators }
+        if layer.hasDropCharacters { c.dropCharacters = layer.dropCharacters }
+        if !layer.mailLogPath.isEmpty { c.mailLogPath = layer.mailLogPath }
+        if layer.dovecotAuth { c.dovecotAuth = true }
+        if !layer.dovecotUserdbPath.isEmpty { c.dovecotUserdbPath = layer.dovecotUserdbPath }
+        if !layer.dovecotClientPath.isEmpty { c.dovecotClientPath = layer.dovecotClientPath }
+        if layer.haproxyIncoming { c.haproxyIncoming = true }
+        if layer.maxQueueItems > 0 { c.maxQueueItems = layer.maxQueueItems }
+        if !layer.giveUpSendAfter.isEmpty { c.giveUpSendAfter = layer.giveUpSendAfter }
+        return c
+    }
+
+    /// Loads `path`: defaults, then the file, then `overrides` (text Config,
+    /// the daemon's `-config_overrides`), then checks the result.
+    public static func load(
+        path: String,
+        overrides: String = "",
+        hostname: String? = nil
+    ) throws(ConfigError) -> Config {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = (error as NSError).localizedFailureReason ?? "cannot read the file"
+            let missing = !FileManager.default.fileExists(atPath: path)
+            throw ConfigError(path: path, message: missing ? "no such file or directory" : reason)
+        }
+        let (file, lines) = try parse(text, path: path)
+        // chasquid silently ignores a negative size (only > 0 "sets" it); we
+        // refuse it, since whoever wrote it meant something.
+        if file.maxDataSizeMb < 0 {
+            throw ConfigError(
+                path: path, line: lines["max_data_size_mb"], field: "max_data_size_mb",
+                message: "must not be negative (\(file.maxDataSizeMb))")
+        }
+        var config = merge(file, over: defaults(hostname: hostname ?? systemHostname()))
+        var overrideLines: [String: Int] = [:]
+        if !overrides.isEmpty {
+            let (layer, oLines) = try parse(overrides, path: "-config_overrides")
+            config = merge(layer, over: config)
+            overrideLines = oLines
+        }
+        try validate(config, path: path, fieldLines: lines.merging(overrideLines) { _, o in o })
+        // chasquid falls back to the defaults when these end up unset or <= 0.
+        if config.maxQueueItems == 0 { config.maxQueueItems = defaultMaxQueueItems }
+        return config
+    }
+
+    /// The semantic checks: the parts a type alone cannot say is wrong.
+    public static func validate(_ c: Config, path: String, fieldLines: [String: Int] = [:]) throws(ConfigError) {
+        func fail(_ field: String, _ message: String) -> ConfigError {
+            ConfigError(path: path, line: fieldLines[field], field: field, message: message)
+        }
+        if c.hostname.isEmpty { throw fail("hostname", "empty hostname, and the system's could not be read") }
+        if c.maxDataSizeMb < 0 { throw fail("max_data_size_mb", "must not be negative (\(c.maxDataSizeMb))") }
+        do {
+            let ns = try GoDuration.parse(c.giveUpSendAfter)
+            if ns <= 0 { throw fail("give_up_send_after", "invalid give_up_send_after value \"\(c.giveUpSendAfter)\": must be positive") }
+        } catch let error as GoDuration.Error {
+            throw fail("give_up_send_after", "invalid give_up_send_after value: \(error)")
+        } catch {
+            throw error as! ConfigError
+        }
+        for (field, addresses) in [
+            ("smtp_address", c.smtpAddress), ("submission_address", c.submissionAddress),
+            ("submission_over_tls_address", c.submissionOverTlsAddress),
+        ] where addresses.contains("") {
+            throw fail(field, "invalid empty listening address")
+        }
+        if c.mailLogPath.isEmpty { throw fail("mail_log_path", "must not be empty") }
+    }
+
+    /// `give_up_send_after` as seconds.
+    public static func giveUpSendAfterSeconds(_ c: Config) -> Double {
+        let ns = (try? GoDuration.parse(c.giveUpSendAfter)) ?? 0
+        return ns > 0 ? Double(ns) / 1e9 : 20 * 3600
+    }
+
+    /// The config as chasquid-util's `print-config` shows it: text format,
+    /// one field a line, zero scalars omitted, `optional` strings shown even
+    /// when empty, and a blank line at the end.
+    public static func render(_ c: Config) -> String {
+        c.textFormatString() + "\n"
+    }
+
+    /// The OS hostname, as chasquid uses it by default.
+    public static func systemHostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

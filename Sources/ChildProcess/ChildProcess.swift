@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystemShims
+import Dispatch
+
+/// Runs hooks and delivery agents: a program with arguments, an environment,
+/// bytes on stdin, and a deadline.
+///
+/// The child runs in its own process group, and at the deadline the whole
+/// group is killed: a shell script's `sleep` dies with it, and so nothing
+/// keeps our pipes open past the deadline.
+public enum ChildProcess {
+    public struct Output: Sendable, Equatable {
+        /// The exit status, or nil when killed by a signal.
+        public var exitStatus: Int32?
+        public var signal: Int32?
+        public var timedOut: Bool
+        public var stdout: [UInt8]
+        /// Standard error; empty when it was merged into `stdout`.
+        public var stderr: [UInt8]
+
+        public var succeeded: Bool { exitStatus == 0 && !timedOut }
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
+        public var description: String
+    }
+
+    /// Runs `path` and waits for it, without blocking a Swift concurrency
+    /// thread (the waiting happens on a Dispatch thread).
+    ///
+    /// - Parameters:
+    ///   - environment: the child's entire environment, or nil to inherit ours.
+    ///   - mergeStderr: send stderr to the same pipe as stdout, in order.
+    public static func run(
+        _ path: String,
+        arguments: [String] = [],
+        environment: [String: String]? = nil,
+        workingDirectory: String? = nil,
+        input: [UInt8] = [],
+        mergeStderr: Bool = false,
+        timeout: Duration
+    ) async throws(Failure) -> Output {
+        _ = ignoreSIGPIPE
+        let result: Result<Output, Failure> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(
+                    returning: Result { () throws(Failure) -> Output in
+                        try runBlocking(
+                            path, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
+                            input: input, mergeStderr: mergeStderr, timeout: timeout)
+                    })
+            }
+        }
+        return try result.get()
+    }
+
+    /// A child that exits without reading its input must not kill us with
+    /// SIGPIPE; the write then fails with EPIPE, which we handle. (The child
+    /// gets the default disposition back, through posix_spawn.)
+    private static let ignoreSIGPIPE: Void = {
+        signal(SIGPIPE, SIG_IGN)
+    }()
+
+    static func runBlocking(
+        _ path: String, arguments: [String], environment: [String: String]?, workingDirectory: String?,
+        input: [UInt8], mergeStderr: Bool, timeout: Duration
+    ) throws(Failure) -> Output {
+        var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
+        guard csystem_pipe_cloexec(&stdinPipe) == 0, csystem_pipe_cloexec(&stdoutPipe) == 0,
+            csystem_pipe_cloexec(&stderrPipe) == 0
+        else { throw Failure(description: "pipe: \(String(cString: strerror(errno)))") }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, mergeStderr ? stdoutPipe[1] : stderrPipe[1], 2)
+        if let workingDirectory { csystem_spawn_addchdir(&actions, workingDirectory) }
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaultSignals = sigset_t()
+        sigemptyset(&defaultSignals)
+        sigaddset(&defaultSignals, SIGPIPE)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envStrings = (environment ?? currentEnvironment()).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envStrings.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+        for fd in [stdinPipe[0], stdoutPipe[1], stderrPipe[1]] { close(fd) }
+        guard spawned == 0 else {
+            for fd in [stdinPipe[1], stdoutPipe[0], stderrPipe[0]] { close(fd) }
+            throw Failure(description: "fork/exec \(path): \(String(cString: strerror(spawned)))")
+        }
+
+        var output = Output(exitStatus: nil, signal: nil, timedOut: false, stdout: [], stderr: [])
+        exchange(
+            pid: pid, input: input, stdin: stdinPipe[1], stdout: stdoutPipe[0], stderr: stderrPipe[0],
+            timeout: timeout, output: &output)
+
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let termSignal = status & 0x7F
+        if termSignal == 0 {
+            output.exitStatus = (status >> 8) & 0xFF
+        } else {
+            output.signal = termSignal
+        }
+        return output
+    }
+
+    /// Feeds stdin and drains stdout/stderr until both close, killing the
+    /// process group at the deadline.
+    private static func exchange(
+        pid: pid_t, input: [UInt8], stdin: Int32, stdout: Int32, stderr: Int32, timeout: Duration,
+        output: inout Output
+    ) {
+        for fd in [stdin, stdout, stderr] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        var stdinFD = input.isEmpty ? Int32(-1) : stdin
+        if input.isEmpty { close(stdin) }
+        var openReaders: [Int32] = [stdout, stderr]
+        var written = 0
+        let deadline = ContinuousClock.now + timeout
+        var buffer = [UInt8](repeating: 0, count: 65536)
+
+        while !openReaders.isEmpty {
+            let remaining = deadline - ContinuousClock.now
+            if remaining <= .zero && !output.timedOut {
+                output.timedOut = true
+                kill(-pid, SIGKILL)
+                kill(pid, SIGKILL)
+                if stdinFD >= 0 {
+                    close(stdinFD)
+                    stdinFD = -1
+                }
+            }
+            var fds = openReaders.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if stdinFD >= 0 { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
+            // After the kill, give stragglers that escaped the group a second.
+            let waitMs = output.timedOut ? 1000 : max(1, Int32(clamping: remaining.components.seconds * 1000
+                + remaining.components.attoseconds / 1_000_000_000_000_000))
+            let ready = poll(&fds, nfds_t(fds.count), waitMs)
+            if ready < 0 && errno == EINTR { continue }
+            if ready == 0 && output.timedOut { break }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == stdinFD {
+                    let n = input.withUnsafeBytes { write(stdinFD, $0.baseAddress! + written, $0.count - written) }
+                    if n > 0 { written += n }
+                    if n < 0 && errno != EAGAIN && errno != EINTR || written == input.count {
+                        close(stdinFD)  // Done, or the child stopped reading (EPIPE).
+                        stdinFD = -1
+                    }
+                    continue
+                }
+                let n = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    if entry.fd == stdout { output.stdout += buffer[0..<n] } else { output.stderr += buffer[0..<n] }
+                } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                    close(entry.fd)
+                    openReaders.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        if stdinFD >= 0 { close(stdinFD) }
+        for fd in openReaders { close(fd) }
+    }
+
+    private static func currentEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(decoding: UnsafeRawBufferPointer(start: entry, count: strlen(entry)), as: UTF8.self)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            pointer += 1
+        }
+        return result
+    }
+}

@@ -1,0 +1,7 @@
+import AdminTool
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+exit(AdminTool(arguments: Array(CommandLine.arguments.dropFirst())).run())

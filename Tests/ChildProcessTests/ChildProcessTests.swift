@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+
+@testable import ChildProcess
+
+@Suite struct ChildProcessTests {
+    @Test func passesArgumentsInputAndEnvironment() async throws {
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "printf '%s|%s|' \"$1\" \"$GREETING\"; cat; echo err >&2", "sh", "arg one"],
+            environment: ["GREETING": "hola", "PATH": "/usr/bin:/bin"], input: Array("from stdin".utf8),
+            timeout: .seconds(10))
+        #expect(out.exitStatus == 0 && out.succeeded)
+        #expect(String(decoding: out.stdout, as: UTF8.self) == "arg one|hola|from stdin")
+        #expect(String(decoding: out.stderr, as: UTF8.self) == "err\n")
+    }
+
+    @Test func onlyTheGivenEnvironmentIsPassed() async throws {
+        let out = try await ChildProcess.run("/usr/bin/env", environment: ["ONLY": "1"], timeout: .seconds(10))
+        #expect(String(decoding: out.stdout, as: UTF8.self) == "ONLY=1\n")
+    }
+
+    @Test func mergedStderrKeepsOrder() async throws {
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "echo a; echo b >&2; echo c"], mergeStderr: true, timeout: .seconds(10))
+        #expect(String(decoding: out.stdout, as: UTF8.self) == "a\nb\nc\n")
+    }
+
+    @Test func exitStatusAndWorkingDirectory() async throws {
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "pwd; exit 20"], workingDirectory: "/tmp", timeout: .seconds(10))
+        #expect(out.exitStatus == 20 && !out.succeeded)
+        #expect(String(decoding: out.stdout, as: UTF8.self) == "/tmp\n")
+    }
+
+    /// The shell's child `sleep` holds the pipe too; killing the group ends both.
+    @Test func theWholeGroupIsKilledAtTheDeadline() async throws {
+        let start = ContinuousClock.now
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "echo started; sleep 30; echo never"], timeout: .milliseconds(500))
+        #expect(out.timedOut && out.signal == SIGKILL)
+        #expect(String(decoding: out.stdout, as: UTF8.self) == "started\n")
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func largeInputAndOutputDoNotDeadlock() async throws {
+        let input = [UInt8](repeating: UInt8(ascii: "x"), count: 5_000_000)
+        let out = try await ChildProcess.run("/bin/cat", input: input, timeout: .seconds(30))
+        #expect(out.stdout.count == input.count)
+    }
+
+    @Test func aChildThatIgnoresStdinStillFinishes() async throws {
+        let input = [UInt8](repeating: 0, count: 5_000_000)
+        let out = try await ChildProcess.run("/bin/true", input: input, timeout: .seconds(30))
+        #expect(out.exitStatus == 0 && !out.timedOut)
+    }
+
+    @Test func aMissingProgramIsAFailure() async {
+        await #expect(throws: ChildProcess.Failure.self) {
+            try await ChildProcess.run("/nonexistent/program", timeout: .seconds(1))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Testing
+
+@testable import Normalization
+
+@Suite struct UserTests {
+    @Test(arguments: [
+        ("juan", "juan"), ("JUAN", "juan"), ("Ñandú", "ñandú"), ("n\u{0303}andu\u{0301}", "ñandú"),
+        ("ＡＢＣ", "abc"), ("", ""), ("用户", "用户"), ("a.b+c-d_e", "a.b+c-d_e"), ("ΣΑΣ", "σασ"),
+    ])
+    func normalises(input: String, output: String) throws {
+        #expect(try Normalize.user(input) == output)
+    }
+
+    @Test(arguments: ["a b", "Ⅳ", "♚", "¹", "a\u{0007}", "tab\there", "\u{00A0}x", "x\u{200B}"])
+    func rejects(input: String) {
+        #expect(throws: Normalize.Error.self) { try Normalize.user(input) }
+    }
+}
+
+@Suite struct DomainTests {
+    @Test(arguments: [
+        ("Example.COM", "example.com"), ("xn--pingino-q2a.example", "pingüino.example"),
+        ("XN--PINGINO-Q2A.example", "pingüino.example"), ("pingu\u{0308}ino.example", "pingüino.example"),
+        ("xn--fsqu00a.xn--4rr70v", "例子.广告"), ("", ""),
+    ])
+    func normalises(input: String, output: String) throws {
+        #expect(try Normalize.domain(input) == output)
+    }
+
+    @Test func badPunycodeIsAnError() {
+        #expect(throws: Normalize.Error.self) { try Normalize.domain("xn--a-!.example") }
+        #expect(throws: Normalize.Error.self) { try Normalize.domain("xn--99999999999.com") }
+    }
+
+    @Test func addressesSplitAtTheFirstAt() throws {
+        #expect(Address.split("a@b@c") == ("a", "b@c"))
+        #expect(Address.split("nodomain") == ("nodomain", ""))
+        #expect(try Normalize.address("Ñandú@XN--PINGINO-Q2A.example") == "ñandú@pingüino.example")
+        #expect(try Normalize.domainToUnicode("Ñandú@XN--PINGINO-Q2A.example") == "Ñandú@pingüino.example")
+        #expect(try Normalize.domainToUnicode("<>") == "<>")
+    }
+}
+
+@Suite struct PunycodeTests {
+    // RFC 3492 §7.1 samples.
+    @Test(arguments: [
+        ("ü", "tda"), ("bücher", "bcher-kva"), ("例子", "fsqu00a"),
+        ("他们为什么不说中文", "ihqwcrb4cv8a8dqg056pqjye"),
+        ("Pročprostěnemluvíčesky", "Proprostnemluvesky-uyb24dma41a"),
+        ("3年B組金八先生", "3B-ww4c5e180e575a65lsy2b"),
+    ])
+    func roundTrips(unicode: String, ascii: String) throws {
+        #expect(try Punycode.encode(unicode) == ascii)
+        #expect(try Punycode.decode(ascii) == unicode)
+    }
+}
