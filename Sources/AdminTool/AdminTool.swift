@@ -47,6 +47,7 @@ public struct AdminTool {
             console.err("Option --configdir is deprecated, use --config_dir instead")
         }
         guard let command = arguments.positional(0) else {
+            console.out("Unknown argument \"\"")
             console.err(Self.usage)
             return 1
         }
@@ -75,7 +76,8 @@ public struct AdminTool {
 
     /// The address argument, split; a missing domain is chasquid's first error.
     private func userAndDomain() throws(Failure) -> (user: String, domain: String) {
-        guard let address = arguments.positional(1), address.contains("@") else {
+        guard let address = arguments.positional(1), address.contains("@"), !Address.domain(of: address).isEmpty
+        else {
             throw Failure("Domain missing, username should be of the form 'user@domain'")
         }
         return Address.split(address)
@@ -93,9 +95,10 @@ public struct AdminTool {
         }
     }
 
-    /// `--password=…`, or asked twice on the terminal.
+    /// `--password=…` (even empty, as chasquid takes it), or asked twice on
+    /// the terminal.
     private func password() throws(Failure) -> String {
-        if let given = arguments.options["--password"], !given.isEmpty { return given }
+        if let given = arguments.options["--password"] { return given }
         guard let first = console.readPassword(prompt: "Password: "),
             let second = console.readPassword(prompt: "Confirm password: ")
         else { throw Failure("Error reading password") }
@@ -166,15 +169,7 @@ public struct AdminTool {
         let (user, domain) = try userAndDomain()
         let db = try loadExisting(domain: domain)
         let name = try normalizedUser(user)
-        let given: String
-        if let option = arguments.options["--password"], !option.isEmpty {
-            given = option
-        } else {
-            guard let typed = console.readPassword(prompt: "Password: ") else {
-                throw Failure("Error reading password")
-            }
-            given = typed
-        }
+        let given = try password()
         guard db.authenticate(user: name, password: given) else { throw Failure("Authentication failed") }
         console.out("Authentication succeeded")
     }
