@@ -12,11 +12,16 @@ let package = Package(
     name: "chasquid",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "chasquid", targets: ["chasquid"]),
         .executable(name: "chasquid-util", targets: ["chasquid-util"]),
+        .executable(name: "maildir-deliver", targets: ["maildir-deliver"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
     ],
     targets: [
         // Messages generated from proto/*.proto (see proto/generate.sh).
@@ -62,6 +67,48 @@ let package = Package(
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
         .target(name: "LocalRPC", swiftSettings: strictSettings),
+        // SMTP protocol logic with no I/O: framing, DATA decoding, the session.
+        .target(name: "SMTPCore", dependencies: ["Normalization"], swiftSettings: strictSettings),
+        // The mail log (COMPAT.md §18).
+        .target(name: "MailLog", swiftSettings: strictSettings),
+        // The durable queue, its delivery loops, couriers and DSNs.
+        .target(
+            name: "MailQueue",
+            dependencies: [
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "MailLog", "Normalization",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The NIO layer: listeners, TLS (STARTTLS, SNI), connections.
+        .target(
+            name: "SMTPServer",
+            dependencies: [
+                "SMTPCore", "DurableFiles", "MailLog",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Go's flag syntax, for the daemon's and tools' command lines.
+        .target(name: "GoFlags", swiftSettings: strictSettings),
+        // The application: policy, hooks, queue sink, local RPC server, start-up.
+        .target(
+            name: "ChasquidServer",
+            dependencies: [
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "LocalDomains", "LocalRPC",
+                "MailLog", "MailQueue", "Normalization", "SMTPCore", "SMTPServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(name: "chasquid", dependencies: ["ChasquidServer", "GoFlags"], swiftSettings: strictSettings),
+        .executableTarget(name: "maildir-deliver", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
         // chasquid-util's commands, as a library so tests can call them.
         .target(
             name: "AdminTool",
@@ -82,6 +129,15 @@ let package = Package(
         .testTarget(name: "AliasesTests", dependencies: ["Aliases"], swiftSettings: strictSettings),
         .testTarget(name: "LocalDomainsTests", dependencies: ["LocalDomains"], swiftSettings: strictSettings),
         .testTarget(name: "LocalRPCTests", dependencies: ["LocalRPC"], swiftSettings: strictSettings),
+        .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "MailQueueTests",
+            dependencies: [
+                "MailQueue", "MailLog", "Aliases", "ChasquidProto", "DurableFiles",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
     ]
 )

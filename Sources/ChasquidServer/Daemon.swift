@@ -1,0 +1,292 @@
+import Aliases
+import ChasquidConfig
+import ChasquidProto
+import Dispatch
+import DurableFiles
+import Foundation
+import Synchronization
+import LocalDomains
+import Logging
+import MailLog
+import MailQueue
+import NIOCore
+import NIOPosix
+import SMTPCore
+import SMTPServer
+
+/// The daemon's command-line options (COMPAT.md §11.1).
+public struct DaemonOptions: Sendable {
+    public var configDirectory = "/etc/chasquid"
+    public var configOverrides = ""
+    public var verbose = false
+    public var logFile = ""
+    public var logTime = false
+    public var alsoLogToStderr = false
+    public var maxReceivedHeaders = SMTPDefaults.maxReceivedHeaders
+    public var reloadEvery: Duration = .seconds(30)
+    public var outgoingSMTPPort = 25
+
+    public init() {}
+}
+
+/// A start-up failure: the message is printed and the daemon exits 1.
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// Assembles and runs the server, in chasquid's start-up order (COMPAT.md
+/// §11.4): config, chdir, mail log, certs, domains, queue, listeners, local
+/// RPC, listen.
+public final class Daemon: Sendable {
+    public let options: DaemonOptions
+    public let config: Config
+    let logger: Logger
+    let mailLog: MailLog
+    let domains: LocalDomainStore
+    let policy: ServerPolicy
+    let queue: MailQueue
+    let listeners: [Listener]
+    let rpc: LocalRPCServer
+
+    public init(options: DaemonOptions) async throws(StartupError) {
+        self.options = options
+        var sinks = DaemonLogHandler.Sinks(stderrTimestamps: options.logTime, verbose: options.verbose)
+        if !options.logFile.isEmpty {
+            // Resolved before the chdir.
+            sinks.file = options.logFile
+            sinks.stderr = options.alsoLogToStderr
+            do {
+                try DaemonLogHandler.openFile(options.logFile)
+            } catch {
+                throw StartupError(description: "Error opening log file \(options.logFile): \(error)")
+            }
+        }
+        let logger = Logger(label: "chasquid") { _ in DaemonLogHandler(sinks: sinks) }
+        self.logger = logger
+
+        let configPath = options.configDirectory + "/chasquid.conf"
+        let config: Config
+        do {
+            config = try Configuration.load(path: configPath, overrides: options.configOverrides)
+        } catch {
+            throw StartupError(description: "Error loading config: \(error)")
+        }
+        self.config = config
+        guard FileManager.default.changeCurrentDirectoryPath(options.configDirectory) else {
+            throw StartupError(description: "Error changing to config dir \(options.configDirectory)")
+        }
+        let workingDirectory = FileManager.default.currentDirectoryPath
+
+        var destination = MailLog.Destination(configValue: config.mailLogPath)
+        if case .file(let path) = destination, !path.hasPrefix("/") { destination = .file(workingDirectory + "/" + path) }
+        do {
+            mailLog = try MailLog(destination)
+        } catch {
+            throw StartupError(description: "Error opening mail log: \(error)")
+        }
+
+        let certificates: CertificateStore
+        do {
+            certificates = try CertificateStore(certsDirectory: "certs") { logger.info("\($0)") }
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        for entry in certificates.entries { logger.info("Loaded certificate \(entry.directory) for \(entry.names)") }
+
+        let rules = AliasRules(suffixSeparators: config.suffixSeparators, dropCharacters: config.dropCharacters)
+        do {
+            domains = try LocalDomainStore(domainsDirectory: "domains", rules: rules)
+        } catch {
+            throw StartupError(description: "Error loading domains: \(error)")
+        }
+        for domain in domains.snapshot.domains.values.sorted(by: { $0.name < $1.name }) {
+            logger.info("  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases)")
+        }
+
+        let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve")
+        let policy = ServerPolicy(domains: domains, aliasHook: aliasHook, mailLog: mailLog)
+        self.policy = policy
+
+        let dataDirectory = config.dataDir.hasPrefix("/") ? config.dataDir : workingDirectory + "/" + config.dataDir
+        do {
+            try makeDirectories(dataDirectory, mode: 0o700)
+        } catch {
+            throw StartupError(description: "Error creating data directory: \(error)")
+        }
+        let domainStore = domains
+        let environment = QueueEnvironment(
+            resolve: { address in try await policy.resolver().resolve(address) },
+            isLocal: { domainStore.snapshot.isLocal($0) })
+        let couriers = Couriers(
+            local: MDACourier(binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs),
+            pipe: PipeCourier(),
+            remote: UnavailableCourier(reason: "remote delivery is not available yet (kept in the queue)"))
+        let giveUp = Duration.nanoseconds((try? GoDuration.parse(config.giveUpSendAfter)) ?? 72_000_000_000_000)
+        queue = MailQueue(
+            settings: QueueSettings(
+                directory: dataDirectory + "/queue", maxItems: Int(config.maxQueueItems), giveUpAfter: giveUp),
+            environment: environment, couriers: couriers, log: mailLog)
+        do {
+            for problem in try await queue.load() { logger.info("Queue: \(problem)") }
+        } catch {
+            throw StartupError(description: "Error initializing queue: \(error)")
+        }
+
+        let hook = PostDataHook(path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory)
+        let sink = QueueSink(queue: queue, hook: hook, mailLog: mailLog, isLocal: { domainStore.snapshot.isLocal($0) })
+        var listeners: [Listener] = []
+        let systemdSockets: [String: [Int32]]
+        do {
+            systemdSockets = try SystemdSockets.take()
+        } catch {
+            throw StartupError(description: "Error getting systemd listeners: \(error)")
+        }
+        for (mode, addresses, systemdName) in [
+            (ListenerMode.smtp, config.smtpAddress, "smtp"),
+            (.submission, config.submissionAddress, "submission"),
+            (.submissionTLS, config.submissionOverTlsAddress, "submission_tls"),
+        ] {
+            let settings = ConnectionSettings(
+                mode: mode, hostname: config.hostname, maxDataSize: Int(config.maxDataSizeMb) * 1024 * 1024,
+                maxReceivedHeaders: options.maxReceivedHeaders)
+            var sockets: [ListenSocket] = []
+            for address in addresses {
+                if address.isEmpty { throw StartupError(description: "Invalid empty listening address for \(mode.rawValue)") }
+                if address == "systemd" {
+                    let fds = systemdSockets[systemdName] ?? []
+                    if fds.isEmpty { logger.info("No systemd sockets for \(mode.rawValue)") }
+                    sockets += fds.map { .systemd(descriptor: $0) }
+                    continue
+                }
+                do {
+                    sockets.append(try ListenSocket(parsing: address))
+                } catch {
+                    throw StartupError(description: "Error listening: \(error)")
+                }
+            }
+            for socket in sockets {
+                listeners.append(
+                    Listener(
+                        socket: socket, settings: settings, certificates: certificates, policy: policy, sink: sink,
+                        logger: logger, mailLog: mailLog))
+            }
+        }
+        if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
+        self.listeners = listeners
+        rpc = LocalRPCServer(
+            socketPath: dataDirectory + "/localrpc-v1", policy: policy, dataDirectory: dataDirectory, logger: logger)
+    }
+
+    /// Binds every listener and serves until a signal ends the process.
+    public func run() async throws(StartupError) {
+        let group = MultiThreadedEventLoopGroup.singleton
+        var bound: [BoundListener] = []
+        for listener in listeners {
+            do {
+                let b = try await listener.bind(group: group)
+                bound.append(b)
+                mailLog.listening(b.localAddress)
+                logger.info("Server listening on \(b.localAddress) (\(listener.settings.mode.rawValue))")
+            } catch {
+                throw StartupError(description: "Error listening: \(listener.socket): \(error)")
+            }
+        }
+        let rpcServer: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        do {
+            rpcServer = try await rpc.bind(group: group)
+        } catch {
+            throw StartupError(description: "Error starting local RPC: \(error)")
+        }
+        installSignalHandlers()
+        let logger = self.logger
+        let domains = self.domains
+        let reloadEvery = options.reloadEvery
+        await withDiscardingTaskGroup { tasks in
+            for listener in bound {
+                tasks.addTask {
+                    do { try await listener.serve() } catch { logger.info("Listener \(listener.localAddress) ended: \(error)") }
+                }
+            }
+            tasks.addTask {
+                do { try await self.rpc.serve(rpcServer) } catch { logger.info("Local RPC ended: \(error)") }
+            }
+            tasks.addTask {
+                await domains.reloadPeriodically(every: reloadEvery) { error in
+                    logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+                }
+            }
+        }
+    }
+
+    private func installSignalHandlers() {
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let queue = DispatchQueue(label: "chasquid.signals")
+        let logger = self.logger
+        let domains = self.domains
+        let mailLog = self.mailLog
+        let logFile = options.logFile
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+        hup.setEventHandler {
+            logger.info("Received SIGHUP, reloading")
+            if !logFile.isEmpty { try? DaemonLogHandler.openFile(logFile) }
+            try? mailLog.reopen()
+            do {
+                try domains.reload()
+            } catch {
+                logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+            }
+        }
+        hup.resume()
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                logger.info("Received signal \(sig), exiting")
+                exit(0)
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+        signalSources.append(hup)
+    }
+}
+
+/// Dispatch sources must stay alive for the process's life. Written once, at
+/// start-up, from the one task that installs them; never read.
+nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
+
+/// systemd socket activation (COMPAT.md §11.3): the sockets passed in
+/// LISTEN_FDS, by LISTEN_FDNAMES name.
+enum SystemdSockets {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    static func take() throws(Failure) -> [String: [Int32]] {
+        let env = ProcessInfo.processInfo.environment
+        guard let pidText = env["LISTEN_PID"], let countText = env["LISTEN_FDS"] else { return [:] }
+        defer {
+            unsetenv("LISTEN_PID")
+            unsetenv("LISTEN_FDS")
+            unsetenv("LISTEN_FDNAMES")
+        }
+        guard let pid = Int32(pidText), pid == getpid() else {
+            throw Failure(description: "LISTEN_PID \(pidText) is not our pid \(getpid())")
+        }
+        guard let count = Int(countText), count >= 0 else { throw Failure(description: "invalid LISTEN_FDS \(countText)") }
+        var names = Array(repeating: "", count: count)
+        if let namesText = env["LISTEN_FDNAMES"] {
+            let given = namesText.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard given.count == count else {
+                throw Failure(description: "Incorrect LISTEN_FDNAMES, have you set FileDescriptorName?")
+            }
+            names = given
+        }
+        var result: [String: [Int32]] = [:]
+        for index in 0..<count {
+            let fd = Int32(3 + index)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            result[names[index], default: []].append(fd)
+        }
+        return result
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's own log (not the mail log): free-form lines on stderr by
+/// default, with the fail2ban lines exactly as COMPAT.md §11.5 gives them.
+/// `-logtime` adds timestamps on stderr; `-logfile` appends to a file with
+/// timestamps; `-alsologtostderr` keeps stderr too.
+public struct DaemonLogHandler: LogHandler {
+    public struct Sinks: Sendable {
+        public var stderr: Bool
+        public var stderrTimestamps: Bool
+        public var file: String?
+        public var verbose: Bool
+
+        public init(stderr: Bool = true, stderrTimestamps: Bool = false, file: String? = nil, verbose: Bool = false) {
+            self.stderr = stderr
+            self.stderrTimestamps = stderrTimestamps
+            self.file = file
+            self.verbose = verbose
+        }
+    }
+
+    /// The open log file, shared by every logger, reopened on SIGHUP.
+    static let fileDescriptor = Mutex<Int32>(-1)
+
+    let sinks: Sinks
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+
+    public init(sinks: Sinks) {
+        self.sinks = sinks
+        self.logLevel = sinks.verbose ? .debug : .info
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    /// Opens (or reopens) the `-logfile`; mode 0644, append.
+    public static func openFile(_ path: String) throws {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        fileDescriptor.withLock { old in
+            if old >= 0 { close(old) }
+            old = fd
+        }
+    }
+
+    public func log(event: LogEvent) {
+        let text = "\(event.message)"
+        let stamped = Self.timestamp() + " " + text + "\n"
+        if sinks.stderr {
+            let line = sinks.stderrTimestamps ? stamped : text + "\n"
+            _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        }
+        if sinks.file != nil {
+            Self.fileDescriptor.withLock { fd in
+                if fd >= 0 { _ = stamped.withCString { write(fd, $0, strlen($0)) } }
+            }
+        }
+    }
+
+    static func timestamp() -> String {
+        var now = timeval()
+        gettimeofday(&now, nil)
+        var seconds = now.tv_sec
+        var parts = tm()
+        localtime_r(&seconds, &parts)
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+            parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(now.tv_usec))
+    }
+}

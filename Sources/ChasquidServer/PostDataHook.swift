@@ -1,0 +1,102 @@
+import ChildProcess
+import Foundation
+import SMTPCore
+
+/// `hooks/post-data` (COMPAT.md §10.1): runs after the DATA checks, before
+/// queueing, with the message on stdin and a fixed environment. Its stdout
+/// becomes extra headers; its failure refuses the message.
+public struct PostDataHook: Sendable {
+    public var path: String
+    public var configDirectory: String
+    public var timeout: Duration
+
+    public init(path: String, configDirectory: String, timeout: Duration = .seconds(60)) {
+        self.path = path
+        self.configDirectory = configDirectory
+        self.timeout = timeout
+    }
+
+    public enum Outcome: Equatable, Sendable {
+        /// No hook installed.
+        case skipped
+        /// Passed; these bytes (possibly empty) go on top of the message.
+        case accepted(headers: [UInt8])
+        /// Passed, but its output was not headers; it is ignored.
+        case acceptedBadOutput
+        /// Refused, with this reply.
+        case refused(Reply)
+    }
+
+    public struct Facts: Sendable {
+        public var remoteAddress: String
+        public var ehloDomain: String
+        public var from: String
+        public var recipients: [String]
+        public var authenticatedAs: String?
+        public var onTLS: Bool
+        public var spfPass: Bool
+        public var fromLocalDomain: Bool
+    }
+
+    func environment(_ facts: Facts) -> [String: String] {
+        let inherited = ProcessInfo.processInfo.environment
+        var env: [String: String] = [:]
+        for key in ["USER", "SHELL", "PATH"] { env[key] = inherited[key] ?? "" }
+        // chasquid 1.18 passes its inherited PWD; the docs promise the config dir (§22.12).
+        env["PWD"] = configDirectory
+        env["REMOTE_ADDR"] = facts.remoteAddress
+        env["EHLO_DOMAIN"] = String(facts.ehloDomain.filter { $0.isASCII && ($0.isLetter || $0.isNumber || "-.[]:".contains($0)) })
+        env["EHLO_DOMAIN_RAW"] = facts.ehloDomain
+        env["MAIL_FROM"] = facts.from
+        env["RCPT_TO"] = facts.recipients.joined(separator: " ")
+        env["AUTH_AS"] = facts.authenticatedAs ?? ""
+        env["ON_TLS"] = facts.onTLS ? "1" : "0"
+        env["SPF_PASS"] = facts.spfPass ? "1" : "0"
+        env["FROM_LOCAL_DOMAIN"] = facts.fromLocalDomain ? "1" : "0"
+        return env
+    }
+
+    public func run(message: [UInt8], facts: Facts) async -> Outcome {
+        guard FileManager.default.fileExists(atPath: path) else { return .skipped }
+        let output: ChildProcess.Output
+        do {
+            output = try await ChildProcess.run(
+                path, environment: environment(facts), workingDirectory: configDirectory, input: message,
+                timeout: timeout)
+        } catch {
+            let reason = FileManager.default.isExecutableFile(atPath: path) ? "\(error)" : "hook is not executable"
+            return .refused(Reply(451, "Error running post-data hook: \(reason)"))
+        }
+        guard output.succeeded else {
+            let code = output.exitStatus == 20 ? 554 : 451
+            return .refused(Reply(code, Self.lastCompleteLine(output.stdout) ?? "Post-data hook failed"))
+        }
+        return Self.looksLikeHeaders(output.stdout) ? .accepted(headers: output.stdout) : .acceptedBadOutput
+    }
+
+    /// The last line that ends in a newline.
+    static func lastCompleteLine(_ bytes: [UInt8]) -> String? {
+        guard let lastNewline = bytes.lastIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let complete = bytes[..<lastNewline]
+        let start = complete.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+        let line = String(decoding: complete[start...], as: UTF8.self)
+        return line.isEmpty ? nil : line
+    }
+
+    /// Empty, or: ends in "\n", no blank line, not just "\n", every line a
+    /// header or a continuation (but not the first).
+    static func looksLikeHeaders(_ bytes: [UInt8]) -> Bool {
+        if bytes.isEmpty { return true }
+        guard bytes.last == UInt8(ascii: "\n"), bytes != [UInt8(ascii: "\n")] else { return false }
+        let text = String(decoding: bytes.dropLast(), as: UTF8.self)
+        if text.contains("\n\n") { return false }
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if line.first == " " || line.first == "\t" {
+                if index == 0 { return false }
+            } else if !line.contains(":") {
+                return false
+            }
+        }
+        return true
+    }
+}

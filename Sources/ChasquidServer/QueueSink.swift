@@ -1,0 +1,79 @@
+import DurableFiles
+import MailLog
+import MailQueue
+import Normalization
+import SMTPCore
+import SMTPServer
+
+/// Accepted messages: post-data hook, then the queue.
+public struct QueueSink: MessageSink {
+    let queue: MailQueue
+    let hook: PostDataHook
+    let mailLog: MailLog
+    let isLocal: @Sendable (String) -> Bool
+
+    public init(queue: MailQueue, hook: PostDataHook, mailLog: MailLog, isLocal: @escaping @Sendable (String) -> Bool) {
+        self.queue = queue
+        self.hook = hook
+        self.mailLog = mailLog
+        self.isLocal = isLocal
+    }
+
+    public func newSpool() throws -> SpoolFile { try queue.newSpool() }
+
+    public func accept(
+        envelope: Envelope, session: SessionInfo, remoteAddress: String, headerSize: Int, spool: sending SpoolFile
+    ) async -> Reply {
+        var spool = spool
+        do {
+            spool = try await runHook(envelope: envelope, session: session, remoteAddress: remoteAddress, spool: spool)
+        } catch let refusal as HookRefusal {
+            mailLog.rejected(remote: remoteAddress, from: envelope.from, to: envelope.recipients, reason: refusal.reply.text)
+            return refusal.reply
+        } catch {
+            spool.discard()
+            return Reply(451, "4.3.0 Failed to queue message: \(error)")
+        }
+        do {
+            let id = try await queue.put(from: envelope.from, to: envelope.recipients, spool: spool)
+            mailLog.queued(id: id, from: envelope.from, remote: remoteAddress, to: envelope.recipients)
+            return Reply(250, "2.0.0 OK: queued as \(id)")
+        } catch {
+            return Reply(451, "4.3.0 Failed to queue message: \(error)")
+        }
+    }
+
+    struct HookRefusal: Error { var reply: Reply }
+
+    /// Runs the hook if there is one; returns the spool to queue (a new one
+    /// when the hook added headers on top).
+    private func runHook(
+        envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: SpoolFile
+    ) async throws -> SpoolFile {
+        guard fileExists(hook.path) else { return spool }
+        let message = try spool.contents()
+        let fromDomain = Address.domain(of: envelope.from)
+        let facts = PostDataHook.Facts(
+            remoteAddress: remoteAddress, ehloDomain: session.ehloDomain ?? "", from: envelope.from,
+            recipients: envelope.recipients, authenticatedAs: session.authenticatedAs, onTLS: session.onTLS,
+            spfPass: false, fromLocalDomain: envelope.from == "<>" || isLocal(fromDomain))
+        switch await hook.run(message: message, facts: facts) {
+        case .skipped, .acceptedBadOutput, .accepted(headers: []):
+            return spool
+        case .accepted(let headers):
+            let replacement = try queue.newSpool()
+            do {
+                try replacement.append(headers)
+                try replacement.append(message)
+            } catch {
+                replacement.discard()
+                throw error
+            }
+            spool.discard()
+            return replacement
+        case .refused(let reply):
+            spool.discard()
+            throw HookRefusal(reply: reply)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A file written piece by piece as data arrives, then made durable in one
+/// step: message data goes to disk while it is received, never held whole in
+/// memory.
+public final class SpoolFile {
+    public let path: String
+    private var fd: Int32
+    private var buffer: [UInt8] = []
+    public private(set) var size = 0
+    /// Writes are gathered up to this many bytes.
+    private static let bufferLimit = 256 * 1024
+
+    /// Creates `path` (which must not exist) with `mode`.
+    public init(creating path: String, mode: mode_t = 0o600) throws(FileError) {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw FileError("create", path: path, errno: errno) }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    public func append(_ bytes: some Collection<UInt8>) throws(FileError) {
+        buffer.append(contentsOf: bytes)
+        size += bytes.count
+        if buffer.count >= Self.bufferLimit { try flush() }
+    }
+
+    private func flush() throws(FileError) {
+        var offset = 0
+        while offset < buffer.count {
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError("write", path: path, errno: errno)
+            }
+            offset += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Everything written so far (for a hook that needs the whole message).
+    public func contents() throws(FileError) -> [UInt8] {
+        try flush()
+        return try readFile(path)
+    }
+
+    /// Writes what is buffered, fsyncs and closes. After this the bytes
+    /// survive a crash (once the file's name is made durable too).
+    public func commit() throws(FileError) {
+        try flush()
+        guard fsync(fd) == 0 else { throw FileError("fsync", path: path, errno: errno) }
+        guard close(fd) == 0 else {
+            fd = -1
+            throw FileError("close", path: path, errno: errno)
+        }
+        fd = -1
+    }
+
+    /// Closes and removes the file: the transaction was refused.
+    public func discard() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        unlink(path)
+    }
+}
+
+/// Renames `from` to `to` (same file system).
+public func renameFile(_ from: String, to: String) throws(FileError) {
+    guard rename(from, to) == 0 else { throw FileError("rename", path: from, errno: errno) }
+}
+
+/// Removes a file; a missing file is not an error.
+public func removeFile(_ path: String) throws(FileError) {
+    guard unlink(path) == 0 || errno == ENOENT else { throw FileError("unlink", path: path, errno: errno) }
+}
+
+/// Creates a directory and its parents with `mode`, like `mkdir -p`.
+public func makeDirectories(_ path: String, mode: mode_t) throws(FileError) {
+    if isDirectory(path) { return }
+    if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+        try makeDirectories(String(path[..<slash]), mode: mode)
+    }
+    guard mkdir(path, mode) == 0 || errno == EEXIST else { throw FileError("mkdir", path: path, errno: errno) }
+}

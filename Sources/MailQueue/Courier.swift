@@ -1,0 +1,27 @@
+/// The result of one delivery attempt to one recipient.
+public enum DeliveryResult: Equatable, Sendable {
+    case sent
+    /// Try again later.
+    case temporary(String)
+    /// Give up on this recipient now; the sender gets a DSN.
+    case permanent(String)
+}
+
+/// Delivers a message to one recipient: a local MDA, a pipe, SMTP.
+public protocol Courier: Sendable {
+    /// - Parameter data: the message, LF line endings.
+    func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult
+}
+
+/// For recipients no courier handles yet (remote mail, before outgoing SMTP
+/// exists): every attempt is a temporary failure, so the message stays
+/// queued and is retried until `give_up_send_after`.
+public struct UnavailableCourier: Courier {
+    public var reason: String
+
+    public init(reason: String) { self.reason = reason }
+
+    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+        .temporary(reason)
+    }
+}

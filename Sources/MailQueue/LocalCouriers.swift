@@ -1,0 +1,151 @@
+import Foundation
+import ChildProcess
+import Normalization
+
+/// Local delivery through the MDA (`mail_delivery_agent_bin` and `_args`,
+/// COMPAT.md §12.4): data in CRLF form on stdin, 30 s, exit 75 or a timeout
+/// is temporary, any other failure permanent.
+public struct MDACourier: Courier {
+    public var binary: String
+    public var arguments: [String]
+    public var timeout: Duration
+
+    public init(binary: String, arguments: [String], timeout: Duration = .seconds(30)) {
+        self.binary = binary
+        self.arguments = arguments
+        self.timeout = timeout
+    }
+
+    /// The arguments with `%from%` and friends replaced. Addresses are first
+    /// stripped of whitespace, controls and shell-special characters.
+    public func expandedArguments(from: String, to: String) -> [String] {
+        let from = Self.sanitize(from)
+        let to = Self.sanitize(to)
+        let (fromUser, fromDomain) = from == "<>" ? ("<>", "") : Address.split(from)
+        let (toUser, toDomain) = Address.split(to)
+        let replacements = [
+            ("%from%", from), ("%from_user%", fromUser), ("%from_domain%", fromDomain),
+            ("%to%", to), ("%to_user%", toUser), ("%to_domain%", toDomain),
+        ]
+        return arguments.map { $0.replacingInOnePass(replacements) }
+    }
+
+    static let unsafeCharacters = Set("/;\"'\\|*&$%()[]{}`!")
+
+    static func sanitize(_ address: String) -> String {
+        if address == "<>" { return address }
+        return String(address.unicodeScalars.filter { scalar in
+            !(scalar.properties.isWhitespace || scalar.properties.generalCategory == .control
+                || unsafeCharacters.contains(Character(scalar)))
+        }.map(Character.init))
+    }
+
+    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+        let output: ChildProcess.Output
+        do {
+            output = try await ChildProcess.run(
+                lookPath(binary), arguments: expandedArguments(from: from, to: to), input: toCRLF(data),
+                mergeStderr: true, timeout: timeout)
+        } catch {
+            return .permanent("MDA delivery failed: \(error)")
+        }
+        if output.succeeded { return .sent }
+        let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if output.timedOut { return .temporary("MDA delivery failed: timed out after \(timeout) - \(goQuoted(text))") }
+        let status = output.exitStatus.map { "exit status \($0)" } ?? "signal: \(output.signal ?? 0)"
+        let message = "MDA delivery failed: \(status) - \(goQuoted(text))"
+        return output.exitStatus == 75 ? .temporary(message) : .permanent(message)
+    }
+}
+
+/// Pipe aliases (`alias: | command args`): the command split on whitespace,
+/// LF data on stdin, 30 s; every failure is permanent.
+public struct PipeCourier: Courier {
+    public var timeout: Duration
+
+    public init(timeout: Duration = .seconds(30)) { self.timeout = timeout }
+
+    public func deliver(from: String, to command: String, data: [UInt8]) async -> DeliveryResult {
+        // Go's strings.Fields: any Unicode white space separates.
+        let words = command.split(whereSeparator: \.isWhitespace).map(String.init)
+        guard let program = words.first else { return .permanent("empty pipe command") }
+        do {
+            let output = try await ChildProcess.run(
+                lookPath(program), arguments: Array(words.dropFirst()), input: data, mergeStderr: true, timeout: timeout)
+            if output.succeeded { return .sent }
+            let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let status = output.timedOut ? "timed out" : output.exitStatus.map { "exit status \($0)" } ?? "signal"
+            return .permanent("pipe delivery failed: \(status) - \(goQuoted(text))")
+        } catch {
+            return .permanent("pipe delivery failed: \(error)")
+        }
+    }
+}
+
+/// LF to CRLF, for programs that expect mail in its wire form.
+func toCRLF(_ data: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(data.count + data.count / 40)
+    for byte in data {
+        if byte == UInt8(ascii: "\n") { out.append(UInt8(ascii: "\r")) }
+        out.append(byte)
+    }
+    return out
+}
+
+/// Go's `%q`, enough for log and error texts.
+func goQuoted(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                out += String(format: "\\x%02x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// Where a program named without a `/` is found in `$PATH`, as Go's
+/// `exec.Command` does (chasquid's default MDA is plain `maildrop`, and pipe
+/// aliases often name a bare command). Names with a `/`, and names not found,
+/// are returned as they are.
+func lookPath(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String {
+    guard !name.isEmpty, !name.contains("/") else { return name }
+    for directory in (path ?? "").split(separator: ":", omittingEmptySubsequences: false) {
+        // An empty entry means the current directory, as in Go.
+        let candidate = (directory.isEmpty ? "." : String(directory)) + "/" + name
+        var info = stat()
+        if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+            return candidate
+        }
+    }
+    return name
+}
+
+extension String {
+    /// Like Go's `strings.NewReplacer(...).Replace`: one pass, left to right;
+    /// at each position the first key (in order) that matches is replaced,
+    /// and the text it was replaced with is never searched again.
+    func replacingInOnePass(_ replacements: [(String, String)]) -> String {
+        var result = ""
+        var rest = self[...]
+        outer: while !rest.isEmpty {
+            for (key, value) in replacements where !key.isEmpty && rest.hasPrefix(key) {
+                result += value
+                rest = rest.dropFirst(key.count)
+                continue outer
+            }
+            result.append(rest.removeFirst())
+        }
+        return result
+    }
+}

@@ -1,0 +1,363 @@
+import Aliases
+import ChasquidConfig
+import ChasquidProto
+import DurableFiles
+import Foundation
+import MailLog
+import Normalization
+import SwiftProtobuf
+
+/// Why a message could not be queued; each becomes a 451 to the client.
+public enum QueueError: Error, CustomStringConvertible, Sendable, Equatable {
+    case full
+    case resolution(String)
+    case storage(String)
+
+    public var description: String {
+        switch self {
+        case .full: "Queue size too big, try again later"
+        case .resolution(let reason): "error resolving aliases: \(reason)"
+        case .storage(let reason): "error writing to the queue: \(reason)"
+        }
+    }
+}
+
+/// What the queue needs to know about the rest of the server.
+public struct QueueEnvironment: Sendable {
+    /// Expands an accepted recipient through the aliases.
+    public var resolve: @Sendable (String) async throws -> [Recipient]
+    /// Is this (normalised) domain local?
+    public var isLocal: @Sendable (String) -> Bool
+
+    public init(
+        resolve: @escaping @Sendable (String) async throws -> [Recipient], isLocal: @escaping @Sendable (String) -> Bool
+    ) {
+        self.resolve = resolve
+        self.isLocal = isLocal
+    }
+}
+
+public struct QueueSettings: Sendable {
+    public var directory: String
+    public var maxItems: Int
+    public var giveUpAfter: Duration
+    /// How long to wait before the next round, given the item's age.
+    public var retryDelay: @Sendable (Duration) -> Duration
+
+    public init(
+        directory: String, maxItems: Int, giveUpAfter: Duration,
+        retryDelay: @escaping @Sendable (Duration) -> Duration = QueueSettings.chasquidRetryDelay
+    ) {
+        self.directory = directory
+        self.maxItems = maxItems
+        self.giveUpAfter = giveUpAfter
+        self.retryDelay = retryDelay
+    }
+
+    /// chasquid's schedule: 1, 5, 10, then 20 minutes, by the item's age,
+    /// plus a random 0–60 s so retries spread out.
+    public static let chasquidRetryDelay: @Sendable (Duration) -> Duration = { age in
+        let base: Duration =
+            age < .seconds(60) ? .seconds(60) : age < .seconds(300) ? .seconds(300) : age < .seconds(600) ? .seconds(600) : .seconds(1200)
+        return base + .milliseconds(Int.random(in: 0...60_000))
+    }
+}
+
+/// The couriers, by kind of recipient.
+public struct Couriers: Sendable {
+    public var local: any Courier
+    public var pipe: any Courier
+    public var remote: any Courier
+
+    public init(local: any Courier, pipe: any Courier, remote: any Courier) {
+        self.local = local
+        self.pipe = pipe
+        self.remote = remote
+    }
+}
+
+/// The durable mail queue (COMPAT.md §5, §6, §12.4).
+///
+/// On disk, in `<data_dir>/queue`: `m:<ID>` is the §6 `Message` envelope in
+/// text format, and `d:<ID>` the message data beside it, so data streams to
+/// disk as it arrives and is never held whole in memory. Items in chasquid's
+/// own form (data inside `m:<ID>`) are converted at start-up.
+public actor MailQueue {
+    public let settings: QueueSettings
+    let environment: QueueEnvironment
+    let couriers: Couriers
+    let log: MailLog
+    private var items: [String: Queue_Message] = [:]
+    private var loops: [String: Task<Void, Never>] = [:]
+
+    public init(settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog) {
+        self.settings = settings
+        self.environment = environment
+        self.couriers = couriers
+        self.log = log
+    }
+
+    public var count: Int { items.count }
+
+    public var snapshot: [Queue_Message] { items.values.sorted { $0.id < $1.id } }
+
+    func envelopePath(_ id: String) -> String { settings.directory + "/m:" + id }
+    func dataPath(_ id: String) -> String { settings.directory + "/d:" + id }
+
+    /// A new file for incoming message data, in the queue's directory so it
+    /// can be renamed into place.
+    public nonisolated func newSpool() throws(QueueError) -> SpoolFile {
+        do {
+            return try SpoolFile(creating: settings.directory + "/.incoming-" + QueueID.generate())
+        } catch {
+            throw .storage(error.description)
+        }
+    }
+
+    /// Queues a message whose data is in `spool`; returns its ID. When this
+    /// returns, the message is on disk: data fsynced, envelope fsynced,
+    /// directory fsynced. On error the spool is discarded.
+    public func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
+        guard items.count < settings.maxItems else {
+            spool.discard()
+            throw .full
+        }
+        var message = Queue_Message()
+        message.from = from
+        message.to = to
+        for address in to {
+            let recipients: [Recipient]
+            do {
+                recipients = try await environment.resolve(address)
+            } catch {
+                spool.discard()
+                throw .resolution("\(error)")
+            }
+            for r in recipients {
+                var entry = Queue_Recipient()
+                entry.address = r.address
+                entry.type = r.kind == .pipe ? .pipe : (r.kind == .forward ? .forward : .email)
+                entry.via = r.via
+                entry.originalAddress = address
+                message.rcpt.append(entry)
+            }
+        }
+        let id = QueueID.generate()
+        message.id = id
+        message.createdAtTs = Google_Protobuf_Timestamp(date: Date())
+        do {
+            try spool.commit()
+            try renameFile(spool.path, to: dataPath(id))
+            try writeEnvelope(message)
+        } catch {
+            spool.discard()
+            try? removeFile(dataPath(id))
+            throw .storage(error.description)
+        }
+        items[id] = message
+        startLoop(id)
+        return id
+    }
+
+    /// Queues a message we made ourselves (a DSN).
+    func put(from: String, to: [String], data: [UInt8]) async throws(QueueError) -> String {
+        let spool = try newSpool()
+        do {
+            try spool.append(data)
+        } catch {
+            spool.discard()
+            throw .storage(error.description)
+        }
+        return try await put(from: from, to: to, spool: spool)
+    }
+
+    private func writeEnvelope(_ message: Queue_Message) throws(FileError) {
+        try AtomicFile.write(Array(message.textFormatString().utf8), to: envelopePath(message.id), mode: 0o600)
+    }
+
+    /// Loads the queue at start-up and starts every item's delivery loop.
+    /// Unreadable items are reported and skipped (their files are kept);
+    /// data files without an envelope (a crash between the two writes, before
+    /// the 250) are removed.
+    public func load() throws(QueueError) -> [String] {
+        var problems: [String] = []
+        do {
+            try makeDirectories(settings.directory, mode: 0o700)
+        } catch {
+            throw .storage(error.description)
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: settings.directory)) ?? []
+        for name in names.sorted() where name.hasPrefix("m:") {
+            let id = String(name.dropFirst(2))
+            do {
+                let bytes = try readFile(envelopePath(id))
+                var message = try Queue_Message(textFormatString: String(decoding: bytes, as: UTF8.self))
+                message.id = id
+                if !message.data.isEmpty {
+                    // chasquid's form: move the data beside the envelope.
+                    try AtomicFile.write(Array(message.data), to: dataPath(id), mode: 0o600)
+                    message.data = Data()
+                    try writeEnvelope(message)
+                }
+                guard fileExists(dataPath(id)) else {
+                    problems.append("\(name): missing data file, skipped")
+                    continue
+                }
+                items[id] = message
+            } catch {
+                problems.append("\(name): \(error)")
+            }
+        }
+        let envelopes = Set(names.filter { $0.hasPrefix("m:") }.map { String($0.dropFirst(2)) })
+        for name in names where name.hasPrefix("d:") && !envelopes.contains(String(name.dropFirst(2))) {
+            try? removeFile(settings.directory + "/" + name)
+        }
+        for name in names where name.hasPrefix(".incoming-") {
+            try? removeFile(settings.directory + "/" + name)
+        }
+        for id in items.keys.sorted() { startLoop(id) }
+        return problems
+    }
+
+    private func startLoop(_ id: String) {
+        loops[id] = Task { await self.deliveryLoop(id) }
+    }
+
+    /// Stops all delivery loops (shutdown, tests). Items stay on disk.
+    public func stop() {
+        for task in loops.values { task.cancel() }
+        loops = [:]
+    }
+
+    func age(_ message: Queue_Message) -> Duration {
+        let created = message.createdAtTs.date
+        return .milliseconds(Int64(max(0, Date().timeIntervalSince(created)) * 1000))
+    }
+
+    private func deliveryLoop(_ id: String) async {
+        while !Task.isCancelled {
+            guard let message = items[id] else { return }
+            if age(message) >= settings.giveUpAfter { break }
+            await attemptPending(id)
+            guard let updated = items[id] else { return }
+            if !updated.rcpt.contains(where: { $0.status == .pending }) { break }
+            if age(updated) >= settings.giveUpAfter { break }
+            let delay = settings.retryDelay(age(updated))
+            let (seconds, attoseconds) = delay.components
+            let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+            log.loopCompleted(id: id, from: updated.from, nextIn: GoDuration.format(nanoseconds: nanoseconds))
+            do {
+                try await Task.sleep(for: delay)
+            } catch {
+                return
+            }
+        }
+        if Task.isCancelled { return }
+        await finish(id)
+    }
+
+    /// One round: every pending recipient, in parallel; the envelope is
+    /// rewritten after each result.
+    private func attemptPending(_ id: String) async {
+        guard let message = items[id] else { return }
+        let data: [UInt8]
+        do {
+            data = try readFile(dataPath(id))
+        } catch {
+            for index in message.rcpt.indices where message.rcpt[index].status == .pending {
+                record(id, index, .temporary("reading message data: \(error)"))
+            }
+            return
+        }
+        await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+            for (index, recipient) in message.rcpt.enumerated() where recipient.status == .pending {
+                let courier = courier(for: recipient)
+                let from = envelopeSender(message.from, for: recipient)
+                group.addTask { (index, await courier.deliver(from: from, to: recipient.address, data: data)) }
+            }
+            for await (index, result) in group { record(id, index, result) }
+        }
+    }
+
+    private func courier(for recipient: Queue_Recipient) -> any Courier {
+        switch recipient.type {
+        case .pipe: couriers.pipe
+        case .forward: couriers.remote
+        default: isLocalAddress(recipient.address) ? couriers.local : couriers.remote
+        }
+    }
+
+    /// chasquid's `envelope.DomainIn`: an address without a domain (and so
+    /// `<>`) counts as local.
+    private func isLocalAddress(_ address: String) -> Bool {
+        let domain = Address.domain(of: address)
+        return domain.isEmpty || environment.isLocal(domain)
+    }
+
+    /// The MAIL FROM for one recipient. SRS (COMPAT.md §12.4): a sender whose
+    /// domain is not local is rewritten for remote EMAIL and FORWARD
+    /// recipients, so the next hop's SPF checks see one of our domains.
+    private func envelopeSender(_ from: String, for recipient: Queue_Recipient) -> String {
+        switch recipient.type {
+        case .pipe: return from
+        case .forward: break
+        default: if isLocalAddress(recipient.address) { return from }
+        }
+        return isLocalAddress(from) ? from : Self.rewriteSender(from, originalAddress: recipient.originalAddress)
+    }
+
+    /// `<orig-rcpt-user>+fwd_from=<sender with @ as =>@<orig-rcpt-domain>`.
+    static func rewriteSender(_ from: String, originalAddress: String) -> String {
+        let (user, domain) = Address.split(originalAddress)
+        return user + "+fwd_from=" + from.replacingOccurrences(of: "@", with: "=") + "@" + domain
+    }
+
+    private func record(_ id: String, _ index: Int, _ result: DeliveryResult) {
+        guard var message = items[id] else { return }
+        let address = message.rcpt[index].address
+        switch result {
+        case .sent:
+            message.rcpt[index].status = .sent
+            log.sent(id: id, from: message.from, to: address)
+        case .temporary(let error):
+            message.rcpt[index].lastFailureMessage = error
+            log.failed(id: id, from: message.from, to: address, permanent: false, error: error)
+        case .permanent(let error):
+            message.rcpt[index].status = .failed
+            message.rcpt[index].lastFailureMessage = error
+            log.failed(id: id, from: message.from, to: address, permanent: true, error: error)
+        }
+        items[id] = message
+        // If this write fails the result is only in memory: a restart
+        // retries the recipient, which may duplicate but never loses mail.
+        try? writeEnvelope(message)
+    }
+
+    /// The end of an item: a DSN for what was not sent, then removal.
+    private func finish(_ id: String) async {
+        guard let message = items[id] else { return }
+        let undelivered = message.rcpt.contains { $0.status != .sent }
+        if undelivered && message.from != "<>" {
+            let data = (try? readFile(dataPath(id))) ?? []
+            let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message))
+            _ = try? await put(from: "<>", to: [message.from], data: dsn)
+        }
+        try? removeFile(envelopePath(id))
+        try? removeFile(dataPath(id))
+        try? AtomicFile.syncDirectory(settings.directory)
+        items[id] = nil
+        loops[id] = nil
+        log.allDone(id: id, from: message.from)
+    }
+
+    /// The sender's domain if local, else the first local original
+    /// recipient's, else "unknown".
+    private func reportingDomain(_ message: Queue_Message) -> String {
+        let senderDomain = Address.domain(of: message.from)
+        if environment.isLocal(senderDomain) { return senderDomain }
+        for to in message.to where environment.isLocal(Address.domain(of: to)) {
+            return Address.domain(of: to)
+        }
+        return "unknown"
+    }
+}

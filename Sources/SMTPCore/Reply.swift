@@ -1,0 +1,33 @@
+/// An SMTP reply: a code and text lines. The enhanced status code (RFC 3463)
+/// is part of the text, as chasquid writes it.
+public struct Reply: Equatable, Sendable, CustomStringConvertible {
+    public var code: Int
+    public var lines: [String]
+
+    public init(_ code: Int, _ text: String) {
+        self.code = code
+        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    }
+
+    public init(_ code: Int, lines: [String]) {
+        self.code = code
+        self.lines = lines.isEmpty ? [""] : lines
+    }
+
+    /// Replies at or above 400 count against the connection's error budget.
+    public var isError: Bool { code >= 400 }
+
+    /// The wire form: `250-first`, …, `250 last`, each ending in CRLF.
+    public var encoded: String {
+        var out = ""
+        for (index, line) in lines.enumerated() {
+            out += "\(code)\(index == lines.count - 1 ? " " : "-")\(line)\r\n"
+        }
+        return out
+    }
+
+    /// The text on one line, as logged.
+    public var text: String { lines.joined(separator: "\n") }
+
+    public var description: String { "\(code) \(text)" }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import NIOCore
+import NIOSSL
+
+/// The server's certificates, one per directory under `certs/` (certbot's
+/// layout: `fullchain.pem` and `privkey.pem`), and the TLS contexts made from
+/// them. A TLS client's SNI name picks the certificate; without SNI, or with
+/// a name we have none for, the first one loaded is used (COMPAT.md §2).
+public final class CertificateStore: Sendable {
+    public struct Entry: Sendable {
+        public var directory: String
+        /// Lower-case DNS names: the directory's name and the certificate's SANs.
+        public var names: [String]
+        public var context: NIOSSLContext
+    }
+
+    public let entries: [Entry]
+
+    public struct LoadError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Loads `certsDirectory`. Entries without both PEM files are skipped
+    /// (reported in `skipped`); a pair that fails to load is an error.
+    public init(certsDirectory: String, skipped: (String) -> Void = { _ in }) throws(LoadError) {
+        let fm = FileManager.default
+        let names: [String]
+        do {
+            names = try fm.contentsOfDirectory(atPath: certsDirectory).sorted()
+        } catch {
+            throw LoadError(description: "Error reading \"\(certsDirectory)\" directory: \(error.localizedDescription)")
+        }
+        if names.isEmpty { throw LoadError(description: "No entries found in \"\(certsDirectory)\"") }
+        var entries: [Entry] = []
+        for name in names {
+            let directory = certsDirectory + "/" + name
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            let chainPath = directory + "/fullchain.pem"
+            let keyPath = directory + "/privkey.pem"
+            guard fm.fileExists(atPath: chainPath), fm.fileExists(atPath: keyPath) else {
+                skipped("Skipping \(directory): missing fullchain.pem or privkey.pem")
+                continue
+            }
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(chainPath)
+                let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+                var configuration = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+                configuration.minimumTLSVersion = .tlsv12
+                let context = try NIOSSLContext(configuration: configuration)
+                var dnsNames = [name.lowercased()]
+                if let leaf = chain.first {
+                    for san in leaf._subjectAlternativeNames() {
+                        if san.nameType == .dnsName {
+                            dnsNames.append(String(decoding: Array(san.contents), as: UTF8.self).lowercased())
+                        }
+                    }
+                }
+                entries.append(Entry(directory: directory, names: dnsNames, context: context))
+            } catch {
+                throw LoadError(description: "Error loading certificate in \(directory): \(error)")
+            }
+        }
+        if entries.isEmpty { throw LoadError(description: "At least one valid certificate is needed") }
+        self.entries = entries
+    }
+
+    /// The context for an SNI name: an exact match, then a wildcard, then the first.
+    public func context(forServerName serverName: String?) -> NIOSSLContext {
+        guard var name = serverName?.lowercased(), !name.isEmpty else { return entries[0].context }
+        if name.hasSuffix(".") { name.removeLast() }
+        if let exact = entries.first(where: { $0.names.contains(name) }) { return exact.context }
+        if let dot = name.firstIndex(of: ".") {
+            let wildcard = "*" + name[dot...]
+            if let match = entries.first(where: { $0.names.contains(wildcard) }) { return match.context }
+        }
+        return entries[0].context
+    }
+}

@@ -1,0 +1,302 @@
+import DurableFiles
+import Logging
+import MailLog
+import NIOCore
+import SMTPCore
+
+/// Per-listener settings for the connections it accepts.
+public struct ConnectionSettings: Sendable {
+    public var mode: ListenerMode
+    public var hostname: String
+    public var maxDataSize: Int
+    public var maxReceivedHeaders: Int
+
+    public init(mode: ListenerMode, hostname: String, maxDataSize: Int, maxReceivedHeaders: Int = SMTPDefaults.maxReceivedHeaders) {
+        self.mode = mode
+        self.hostname = hostname
+        self.maxDataSize = maxDataSize
+        self.maxReceivedHeaders = maxReceivedHeaders
+    }
+}
+
+/// One client connection: reads bytes, frames commands, drives the
+/// `Session`, streams DATA to the spool. All protocol decisions are the
+/// session's; this only moves bytes and performs its steps.
+struct Connection {
+    typealias Inbound = NIOAsyncChannelInboundStream<SMTPInbound>.AsyncIterator
+    typealias Outbound = NIOAsyncChannelOutboundWriter<SMTPOutbound>
+
+    let settings: ConnectionSettings
+    let policy: any SessionPolicy
+    let sink: any MessageSink
+    let facts: ConnectionFacts
+    let logger: Logger
+    let mailLog: MailLog
+
+    /// Maximum bytes of the header block kept in memory for the checks.
+    static let headerLimit = 1 << 20
+
+    func run(_ channel: NIOAsyncChannel<SMTPInbound, SMTPOutbound>, implicitTLS: Bool) async {
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                var iterator = inbound.makeAsyncIterator()
+                try await serve(&iterator, outbound, implicitTLS: implicitTLS)
+            }
+        } catch {
+            logger.debug("SMTP.Conn \(facts.remoteAddress): closed: \(error)")
+        }
+    }
+
+    private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool) async throws {
+        var session = Session(
+            mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false)
+        var tlsVersion: String?
+        if implicitTLS {
+            // Nothing is read before the handshake completes on port 465.
+            while true {
+                guard let event = try await inbound.next() else { return }
+                if case .tlsEstablished(let details) = event {
+                    session.tlsEstablished(serverName: details.serverName)
+                    tlsVersion = details.version
+                    break
+                }
+                if case .timedOut = event { return }
+            }
+        }
+        try await send(outbound, [session.greeting])
+
+        var framer = LineFramer()
+        var awaitingTLS = false
+        var pendingReplies: [Reply] = []
+        while true {
+            while !awaitingTLS, let line = framer.next() {
+                guard case .line(let bytes) = line else {
+                    pendingReplies.append(Reply(554, "error reading command: line too long"))
+                    try await send(outbound, pendingReplies)
+                    return
+                }
+                // An AUTH response is a credential: never parse or log it as a command.
+                let isAuthResponse = session.isAwaitingAuthResponse
+                let command = isAuthResponse ? Command(verb: "AUTH", argument: "") : Command(line: bytes)
+                var step: SessionStep
+                if isAuthResponse {
+                    step = await session.handleAuthResponse(bytes, policy: policy)
+                } else {
+                    step = await session.handle(command, policy: policy)
+                }
+                step = session.account(step)
+                logOutcome(command: command, step: step, session: session)
+                logAuth(step, session: session)
+                switch step {
+                case .reply(let reply), .authChallenge(let reply):
+                    pendingReplies.append(reply)
+                case .close(let reply):
+                    pendingReplies.append(reply)
+                    try await send(outbound, pendingReplies)
+                    return
+                case .startTLS(let reply):
+                    try await send(outbound, pendingReplies)
+                    pendingReplies = []
+                    try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
+                    // Bytes pipelined after STARTTLS came in plain text: drop them [SEC].
+                    framer.discardPending()
+                    awaitingTLS = true
+                case .readData(let reply):
+                    pendingReplies.append(reply)
+                    try await send(outbound, pendingReplies)
+                    pendingReplies = []
+                    let (outcome, remaining) = await readData(
+                        initial: framer.takeRemaining(), inbound: &inbound, session: session, tlsVersion: tlsVersion)
+                    let after = session.account(session.dataReceived(outcome))
+                    logOutcome(command: Command(verb: "DATA", argument: ""), step: after, session: session)
+                    switch after {
+                    case .close(let reply):
+                        try await send(outbound, [reply])
+                        return
+                    case .reply(let reply), .authChallenge(let reply), .readData(let reply), .startTLS(let reply):
+                        pendingReplies.append(reply)
+                    }
+                    framer.append(remaining)
+                }
+            }
+            // Pipelining: replies go out together once the buffered commands are done.
+            if !pendingReplies.isEmpty {
+                try await send(outbound, pendingReplies)
+                pendingReplies = []
+            }
+            guard let event = try await inbound.next() else { return }
+            switch event {
+            case .bytes(let buffer):
+                // Between STARTTLS and the end of the handshake, anything that
+                // reaches us was sent in plain text; it is never a command.
+                if !awaitingTLS { framer.append(buffer.readableBytesView) }
+            case .tlsEstablished(let details):
+                awaitingTLS = false
+                framer.discardPending()
+                session.tlsEstablished(serverName: details.serverName)
+                tlsVersion = details.version
+            case .timedOut:
+                try? await send(outbound, [Reply(421, "4.4.2 Timed out, bye")])
+                return
+            }
+        }
+    }
+
+    /// `<ip:port> auth succeeded for <user>@<domain>` / `auth failed for …`.
+    private func logAuth(_ step: SessionStep, session: Session) {
+        guard case .reply(let reply) = step, reply.code == 235 || reply.code == 535,
+            let identity = session.lastAuthIdentity
+        else { return }
+        let user = session.info.authenticatedAs ?? identity
+        mailLog.auth(remote: facts.remoteAddress, user: user, succeeded: reply.code == 235)
+    }
+
+    private func send(_ outbound: Outbound, _ replies: [Reply]) async throws {
+        guard !replies.isEmpty else { return }
+        var buffer = ByteBuffer()
+        for reply in replies { buffer.writeString(reply.encoded) }
+        try await outbound.write(.bytes(buffer))
+    }
+
+    /// The fail2ban contract (COMPAT.md §11.5): failed commands are logged as
+    /// `SMTP.Conn <ip>:<port>: error: <CMD> failed: <code>  <text>`.
+    private func logOutcome(command: Command, step: SessionStep, session: Session) {
+        let reply: Reply
+        switch step {
+        case .reply(let r), .close(let r), .startTLS(let r), .readData(let r), .authChallenge(let r): reply = r
+        }
+        guard reply.isError else { return }
+        let prefix = "SMTP.Conn \(facts.remoteAddress): error:"
+        if reply.code == 421 && reply.text.hasPrefix("4.5.0") {
+            logger.info("\(prefix) too many errors, breaking connection")
+            return
+        }
+        if Command.httpVerbs.contains(command.verb) {
+            logger.info("\(prefix) http command, closing connection")
+            return
+        }
+        let known: Set<String> = [
+            "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "HELP", "QUIT", "VRFY", "EXPN", "STARTTLS", "AUTH",
+        ]
+        let verb = known.contains(command.verb) ? command.verb : "unknown<\\\"\(command.verb.prefix(6))\\\">"
+        logger.info("\(prefix) \(verb) failed: \(reply.code)  \(reply.text)")
+        if ["MAIL", "RCPT", "DATA"].contains(command.verb) {
+            let to = session.envelope?.recipients ?? []
+            var from = session.envelope?.from
+            if command.verb == "MAIL" { from = nil }
+            mailLog.rejected(remote: facts.remoteAddress, from: from, to: to, reason: reply.text)
+        }
+    }
+
+    /// Reads the DATA block into a spool, checks it, and hands it to the sink.
+    /// Returns the outcome and the bytes that followed the final dot.
+    private func readData(
+        initial: [UInt8], inbound: inout Inbound, session: Session, tlsVersion: String?
+    ) async -> (Session.DataOutcome, [UInt8]) {
+        guard let envelope = session.envelope else { return (.processed(Reply(503, "5.5.1 Sender not yet given")), []) }
+        var spool: SpoolFile?
+        var storageError: String?
+        do {
+            let file = try sink.newSpool()
+            try file.append(
+                Array(
+                    TraceHeaders.received(
+                        session: session.info, remoteIP: facts.remoteIP, tlsVersion: tlsVersion,
+                        envelopeFrom: envelope.from
+                    ).utf8))
+            spool = file
+        } catch {
+            storageError = "\(error)"
+        }
+        let headerStart = spool?.size ?? 0
+        var decoder = DataDecoder(maxSize: settings.maxDataSize)
+        var header: [UInt8] = []
+        var headerDone = false
+        var sawData = false
+        var chunk = initial
+        while true {
+            for event in decoder.feed(chunk) {
+                switch event {
+                case .data(let bytes):
+                    sawData = true
+                    if !headerDone {
+                        header.append(contentsOf: bytes)
+                        if let blank = Self.endOfHeader(header) {
+                            header.removeSubrange(blank...)
+                            headerDone = true
+                        } else if header.count > Self.headerLimit {
+                            headerDone = true
+                        }
+                    }
+                    if let file = spool, storageError == nil {
+                        do { try file.append(bytes) } catch { storageError = "\(error)" }
+                    }
+                case .bareLineEnding:
+                    spool?.discard()
+                    return (.bareLineEnding, [])
+                case .end(let overLimit, let remaining):
+                    if overLimit {
+                        spool?.discard()
+                        return (.tooBig, remaining)
+                    }
+                    guard let file = spool, storageError == nil else {
+                        spool?.discard()
+                        return (.processed(Reply(451, "4.3.0 Failed to queue message: \(storageError ?? "no spool")")), remaining)
+                    }
+                    if let refusal = check(header: header, messageIsEmpty: !sawData) {
+                        file.discard()
+                        return (.processed(refusal), remaining)
+                    }
+                    let reply = await sink.accept(
+                        envelope: envelope, session: session.info, remoteAddress: facts.remoteAddress,
+                        headerSize: headerStart, spool: file)
+                    return (.processed(reply), remaining)
+                }
+            }
+            guard let event = try? await inbound.next() else {
+                spool?.discard()
+                return (.readError("connection closed"), [])
+            }
+            switch event {
+            case .bytes(let buffer): chunk = Array(buffer.readableBytesView)
+            case .timedOut:
+                spool?.discard()
+                return (.readError("timeout"), [])
+            case .tlsEstablished:
+                chunk = []
+            }
+        }
+    }
+
+    /// The header checks: a parsable header block, and not too many hops.
+    private func check(header: [UInt8], messageIsEmpty: Bool) -> Reply? {
+        if messageIsEmpty { return Reply(554, "5.6.0 Error parsing message: empty message") }
+        // A message that starts with a blank line has no headers, which is fine.
+        if header.isEmpty { return nil }
+        // A header block cut at the limit may end mid-line; check whole lines only.
+        var block = header
+        if header.count > Self.headerLimit, let lastNewline = block.lastIndex(of: UInt8(ascii: "\n")) {
+            block.removeSubrange((lastNewline + 1)...)
+        }
+        do {
+            let result = try HeaderCheck.check(block)
+            if result.receivedCount > settings.maxReceivedHeaders {
+                return Reply(554, "5.4.6 Loop detected (\(settings.maxReceivedHeaders) hops)")
+            }
+        } catch {
+            return Reply(554, "5.6.0 Error parsing message: \(error)")
+        }
+        return nil
+    }
+
+    /// Index of the blank line that ends the header block, if seen.
+    static func endOfHeader(_ bytes: [UInt8]) -> Int? {
+        if bytes.first == UInt8(ascii: "\n") { return 0 }
+        var index = 1
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "\n") && bytes[index - 1] == UInt8(ascii: "\n") { return index }
+            index += 1
+        }
+        return nil
+    }
+}

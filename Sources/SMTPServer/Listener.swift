@@ -1,0 +1,133 @@
+import Logging
+import MailLog
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SMTPCore
+
+/// Where a listener gets its socket: an address to bind, or a socket that
+/// systemd passed us.
+public enum ListenSocket: Sendable, CustomStringConvertible {
+    case address(host: String, port: Int)
+    case systemd(descriptor: Int32)
+
+    /// Parses `host:port` or `:port` (COMPAT.md §3); `[::1]:25` for IPv6.
+    public init(parsing text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { throw ListenerError(description: "invalid listening address \"\(text)\"") }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self = .address(host: host.isEmpty ? "::" : host, port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .address(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .systemd(let fd): "systemd fd \(fd)"
+        }
+    }
+}
+
+public struct ListenerError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// One listening socket and the connections it accepts.
+public struct Listener: Sendable {
+    public var socket: ListenSocket
+    public var settings: ConnectionSettings
+    public var certificates: CertificateStore?
+    public var policy: any SessionPolicy
+    public var sink: any MessageSink
+    public var logger: Logger
+    public var mailLog: MailLog
+
+    public init(
+        socket: ListenSocket, settings: ConnectionSettings, certificates: CertificateStore?, policy: any SessionPolicy,
+        sink: any MessageSink, logger: Logger, mailLog: MailLog
+    ) {
+        self.socket = socket
+        self.settings = settings
+        self.certificates = certificates
+        self.policy = policy
+        self.sink = sink
+        self.logger = logger
+        self.mailLog = mailLog
+    }
+
+    typealias Child = NIOAsyncChannel<SMTPInbound, SMTPOutbound>
+
+    /// Binds. The returned server channel is then given to `serve`.
+    public func bind(group: any EventLoopGroup) async throws -> BoundListener {
+        let implicitTLS = settings.mode == .submissionTLS
+        let certificates = self.certificates
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Child> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let handler = SMTPChannelHandler(certificates: certificates)
+                try channel.pipeline.syncOperations.addHandler(
+                    IdleStateHandler(readTimeout: .seconds(Int64(SMTPDefaults.commandTimeout.components.seconds))))
+                try channel.pipeline.syncOperations.addHandler(handler)
+                if implicitTLS {
+                    try SMTPChannelHandler.addTLS(to: channel.pipeline, certificates: certificates) { name in
+                        handler.setServerName(name)
+                    }
+                }
+                // The whole connection, DATA included, gets 20 minutes.
+                let seconds = SMTPDefaults.connectionTimeout.components.seconds
+                channel.eventLoop.scheduleTask(in: .seconds(seconds)) { channel.close(promise: nil) }
+                return try Child(wrappingChannelSynchronously: channel)
+            }
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        let server: NIOAsyncChannel<Child, Never>
+        switch socket {
+        case .address(let host, let port):
+            server = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+        case .systemd(let descriptor):
+            server = try await bootstrap.bind(descriptor, cleanupExistingSocketFile: false, childChannelInitializer: initializer)
+        }
+        return BoundListener(listener: self, server: server)
+    }
+}
+
+/// A listener with its socket bound.
+public struct BoundListener: Sendable {
+    let listener: Listener
+    let server: NIOAsyncChannel<Listener.Child, Never>
+
+    /// The address actually bound (port 0 picks one).
+    public var localAddress: String {
+        guard let address = server.channel.localAddress else { return "?" }
+        return Self.format(address)
+    }
+
+    public var port: Int { server.channel.localAddress?.port ?? 0 }
+
+    /// Accepts connections until the task is cancelled.
+    public func serve() async throws {
+        let implicitTLS = listener.settings.mode == .submissionTLS
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await child in inbound {
+                    let remote = child.channel.remoteAddress
+                    let facts = ConnectionFacts(
+                        remoteAddress: remote.map(Self.format) ?? "unknown", remoteIP: remote?.ipAddress ?? "unknown")
+                    let connection = Connection(
+                        settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
+                        logger: listener.logger, mailLog: listener.mailLog)
+                    group.addTask { await connection.run(child, implicitTLS: implicitTLS) }
+                }
+            }
+        }
+    }
+
+    static func format(_ address: SocketAddress) -> String {
+        let ip = address.ipAddress ?? "?"
+        let port = address.port ?? 0
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}

@@ -1,0 +1,121 @@
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// What the connection's async loop reads.
+public enum SMTPInbound: Sendable {
+    case bytes(ByteBuffer)
+    /// The TLS handshake finished. Anything read between a STARTTLS and this
+    /// event was sent in plain text and must not be trusted [SEC].
+    case tlsEstablished(TLSDetails)
+    /// No bytes for too long, or the connection's time is up.
+    case timedOut
+}
+
+/// What the connection's async loop writes.
+public enum SMTPOutbound: Sendable {
+    case bytes(ByteBuffer)
+    /// Write this (the 220 to STARTTLS), then start TLS in the same event
+    /// loop tick, so no client byte can arrive between the two.
+    case startTLS(ByteBuffer)
+}
+
+public struct TLSDetails: Sendable, Equatable {
+    public var serverName: String?
+    public var version: String
+}
+
+/// Sits between the socket (or TLS) and the connection's async loop: wraps
+/// bytes, performs the STARTTLS switch, reports handshakes and timeouts.
+final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = SMTPInbound
+    typealias OutboundIn = SMTPOutbound
+    typealias OutboundOut = ByteBuffer
+
+    private let certificates: CertificateStore?
+    private var serverName: String?
+
+    init(certificates: CertificateStore?) {
+        self.certificates = certificates
+    }
+
+    func setServerName(_ name: String?) { serverName = name }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(.bytes(unwrapInboundIn(data))))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            let version = (try? context.pipeline.syncOperations.nioSSL_tlsVersion()).flatMap { $0 }
+            let details = TLSDetails(serverName: serverName, version: Self.versionName(version))
+            context.fireChannelRead(wrapInboundOut(.tlsEstablished(details)))
+            // NIOAsyncChannel hands reads over on read-complete; no socket
+            // read follows a handshake by itself.
+            context.fireChannelReadComplete()
+            return
+        }
+        if event is IdleStateHandler.IdleStateEvent {
+            context.fireChannelRead(wrapInboundOut(.timedOut))
+            context.fireChannelReadComplete()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .bytes(let buffer):
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        case .startTLS(let buffer):
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+            do {
+                try Self.addTLS(to: context.pipeline, certificates: certificates) { [weak self] name in
+                    self?.serverName = name
+                }
+            } catch {
+                context.fireErrorCaught(error)
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    /// Puts TLS next to the socket: an SNI reader first, which picks the
+    /// certificate and then hands the ClientHello to the TLS handler.
+    static func addTLS(
+        to pipeline: ChannelPipeline, certificates: CertificateStore?, onServerName: @escaping (String?) -> Void
+    ) throws {
+        guard let certificates else { throw ChannelError.operationUnsupported }
+        let loop = pipeline.eventLoop
+        let sniName = "smtp-sni"
+        let sni = ByteToMessageHandler(
+            SNIHandler { result in
+                var name: String?
+                if case .hostname(let hostname) = result { name = hostname }
+                onServerName(name)
+                let tls = NIOSSLServerHandler(context: certificates.context(forServerName: name))
+                do {
+                    let sniContext = try pipeline.syncOperations.context(name: sniName)
+                    try pipeline.syncOperations.addHandler(tls, position: .after(sniContext.handler))
+                    return loop.makeSucceededVoidFuture()
+                } catch {
+                    return loop.makeFailedFuture(error)
+                }
+            })
+        try pipeline.syncOperations.addHandler(sni, name: sniName, position: .first)
+    }
+
+    static func versionName(_ version: TLSVersion?) -> String {
+        switch version {
+        case .tlsv1: "TLS-1.0"
+        case .tlsv11: "TLS-1.1"
+        case .tlsv12: "TLS-1.2"
+        case .tlsv13: "TLS-1.3"
+        default: "TLS"
+        }
+    }
+}
+
+@available(*, unavailable)
+extension SMTPChannelHandler: Sendable {}

@@ -1,0 +1,61 @@
+import ChasquidServer
+import GoFlags
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func printError(_ text: String) {
+    _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+}
+
+/// chasquid's flags (COMPAT.md §11.1), in Go flag syntax.
+var flags = GoFlags([
+    .init("config_dir", .string, "/etc/chasquid", "configuration directory"),
+    .init("config_overrides", .string, "", "override configuration values (in text protobuf format)"),
+    .init("version", .bool, "false", "show version and exit"),
+    .init("v", .int, "0", "verbosity level (1 = debug)"),
+    .init("logfile", .string, "", "file to log to (enables logtime)"),
+    .init("logtime", .bool, "false", "include the time when writing the log to stderr"),
+    .init("alsologtostderr", .bool, "false", "also log to stderr, in addition to the file"),
+    .init("logtosyslog", .string, "", "log to syslog, with the given tag"),
+    .init("testing__outgoing_smtp_port", .string, "25", "port to use for outgoing SMTP connections, ONLY FOR TESTING"),
+    .init("testing__max_received_headers", .int, "50", "max Received headers, ONLY FOR TESTING"),
+    .init("testing__reload_every", .string, "30s", "how often to reload, ONLY FOR TESTING"),
+])
+
+do {
+    try flags.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    printError("\(error)\nUsage of chasquid:\n\(flags.usage)\n")
+    exit(2)
+}
+
+if flags.bool("version") {
+    print("chasquid \(ChasquidVersion.version) (source date: \(ChasquidVersion.sourceDate))")
+    exit(0)
+}
+
+var options = DaemonOptions()
+options.configDirectory = flags.string("config_dir")
+options.configOverrides = flags.string("config_overrides")
+options.verbose = flags.int("v") >= 1
+options.logFile = flags.string("logfile")
+options.logTime = flags.bool("logtime")
+options.alsoLogToStderr = flags.bool("alsologtostderr")
+options.maxReceivedHeaders = flags.int("testing__max_received_headers")
+options.outgoingSMTPPort = Int(flags.string("testing__outgoing_smtp_port")) ?? 25
+if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
+    options.reloadEvery = every
+} else {
+    printError("invalid value \"\(flags.string("testing__reload_every"))\" for flag -testing__reload_every\n")
+    exit(2)
+}
+
+do {
+    let daemon = try await Daemon(options: options)
+    try await daemon.run()
+} catch {
+    printError("\(error)\n")
+    exit(1)
+}

@@ -1,0 +1,190 @@
+import Aliases
+import ChasquidProto
+import DurableFiles
+import Foundation
+import MailLog
+import Testing
+
+@testable import MailQueue
+
+/// Giving up, and the delivery status notifications (COMPAT.md §12.4, "DSN").
+@Suite struct DSNTests {
+    static let original = "Message-ID: <orig-1@local.com>\nFrom: s@local.com\nSubject: hello\n\nBody line ñ\n"
+
+    /// One recipient fails permanently, two stay pending until the item gives
+    /// up. (give_up_send_after is 1 s, not less: on a 2-CPU machine the test
+    /// runner's start-up can hold a new loop back for 300 ms.)
+    @Test func givingUpSendsADSNToTheSender() async throws {
+        let remote = FakeCourier { to, _ in
+            to == "m2@remote.org" ? .permanent("550 5.1.1 no such user\nsecond line\n") : .temporary("451 greylisted")
+        }
+        let h = Harness(
+            aliases: ["list@local.com": [Recipient("m1@remote.org"), Recipient("m2@remote.org")]],
+            giveUpAfter: .seconds(1), remote: remote)
+        _ = try await h.queue.load()
+        let start = ContinuousClock.now
+        let id = try await h.put(from: "s@local.com", to: ["zed@remote.org", "list@local.com"], data: Self.original)
+
+        #expect(await eventually { await !h.local.calls(from: "<>").isEmpty })
+        #expect(ContinuousClock.now - start >= .seconds(1), "pending recipients wait for give_up_send_after")
+        #expect(await h.waitForLine("\(id) from=s@local.com all done"))
+        #expect(await remote.calls(to: "m2@remote.org").count == 1, "permanent failures are not retried")
+        #expect(await remote.calls(to: "zed@remote.org").count >= 2, "\(h.lines(of: id))")
+        #expect(h.lines(of: id).contains("\(id) from=s@local.com completed loop, next in 50ms"))
+
+        let dsns = await h.local.calls(from: "<>")
+        #expect(dsns.map(\.to) == ["s@local.com"])
+        let dsn = try #require(dsns.first).text
+        let mail = ParsedMail(dsn)
+
+        #expect(mail.value("From") == "Mail Delivery System <postmaster-dsn@local.com>")
+        #expect(mail.value("To") == "<s@local.com>")
+        #expect(mail.value("Subject") == "Mail delivery failed: returning message to sender")
+        #expect(matches(mail.value("Message-ID") ?? "", "<chasquid-dsn-[A-Za-z0-9_-]{11}@local\\.com>"))
+        #expect(
+            matches(mail.value("Date") ?? "", "[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [-+][0-9]{4}"),
+            "\(mail.value("Date") ?? "no Date")")
+        #expect(mail.value("In-Reply-To") == "<orig-1@local.com>")
+        #expect(mail.value("References") == "<orig-1@local.com>")
+        #expect(mail.headerLines.contains("X-Failed-Recipients: list@local.com, zed@remote.org, "))
+        #expect(mail.value("Auto-Submitted") == "auto-replied")
+        #expect(mail.value("MIME-Version") == "1.0")
+
+        let contentType = try #require(mail.value("Content-Type"))
+        #expect(contentType.hasPrefix("multipart/report; report-type=delivery-status;"))
+        let boundary = try #require(contentType.firstMatch(of: try Regex("boundary=\"([^\"]+)\""))?.output[1].substring)
+        let parts = mail.body.components(separatedBy: "--\(boundary)")
+        try #require(parts.count == 5, "three parts and the closing delimiter")
+        #expect(parts[4] == "--\n")
+
+        let text = ParsedMail(String(parts[1].dropFirst()))
+        #expect(text.value("Content-Type") == "text/plain; charset=\"utf-8\"")
+
+        let status = ParsedMail(String(parts[2].dropFirst()))
+        #expect(status.value("Content-Type") == "message/global-delivery-status")
+        #expect(status.body.hasPrefix("Reporting-MTA: dns; local.com\n"))
+        let failedBlock = """
+            Original-Recipient: utf-8; list@local.com
+            Final-Recipient: utf-8; m2@remote.org
+            Action: failed
+            Status: 5.0.0
+            Diagnostic-Code: smtp; 550 5.1.1 no such user
+                second line
+
+            """
+        let pendingZed = """
+            Original-Recipient: utf-8; zed@remote.org
+            Final-Recipient: utf-8; zed@remote.org
+            Action: failed
+            Status: 4.0.0
+            Diagnostic-Code: smtp; 451 greylisted
+
+            """
+        let pendingM1 = """
+            Original-Recipient: utf-8; list@local.com
+            Final-Recipient: utf-8; m1@remote.org
+            Action: failed
+            Status: 4.0.0
+            Diagnostic-Code: smtp; 451 greylisted
+
+            """
+        let report = status.body
+        let positions = [failedBlock, pendingZed, pendingM1].map { report.range(of: $0)?.lowerBound }
+        #expect(positions.allSatisfy { $0 != nil }, "\(report)")
+        if let f = positions[0], let z = positions[1], let m = positions[2] {
+            #expect(f < z && z < m, "FAILED blocks first, then PENDING, in recipient order")
+        }
+        #expect(!report.contains("Final-Recipient: utf-8; u@local.com"))
+
+        let enclosed = ParsedMail(String(parts[3].dropFirst()))
+        #expect(enclosed.value("Content-Type") == "message/rfc822")
+        #expect(enclosed.body.hasPrefix(Self.original), "the original message is included")
+
+        // The DSN was an item of its own, from "<>".
+        #expect(await eventually { h.log.lines.contains { $0.hasSuffix(" from=<> to=s@local.com sent") } })
+        let dsnLine = try #require(h.log.lines.first { $0.hasSuffix(" from=<> to=s@local.com sent") })
+        let dsnID = String(dsnLine.prefix { $0 != " " })
+        #expect(isQueueID(dsnID) && dsnID != id)
+        #expect(await h.waitForLine("\(dsnID) from=<> all done"))
+        #expect(await eventually { await h.queue.count == 0 })
+        #expect(h.files() == [])
+    }
+
+    @Test func noDSNForANullSender() async throws {
+        let h = Harness(giveUpAfter: .milliseconds(300), remote: .always(.temporary("451 later")))
+        _ = try await h.queue.load()
+        let id = try await h.put(from: "<>", to: ["r@remote.org"], data: Self.original)
+        #expect(await h.waitForLine("\(id) from=<> all done"))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await h.local.calls.isEmpty)
+        #expect(await h.remote.calls.allSatisfy { $0.to == "r@remote.org" })
+        #expect(h.log.lines.allSatisfy { $0.hasPrefix(id + " ") }, "no second item was queued")
+        #expect(await h.queue.count == 0)
+        #expect(h.files() == [])
+    }
+
+    @Test func aPermanentFailureBouncesAtOnce() async throws {
+        let h = Harness(giveUpAfter: .seconds(3600), retryDelay: .seconds(3600), remote: .always(.permanent("550 no")))
+        _ = try await h.queue.load()
+        let id = try await h.put(from: "s@local.com", to: ["r@remote.org"], data: Self.original)
+        #expect(await eventually(timeout: .seconds(3)) { await !h.local.calls(from: "<>").isEmpty })
+        #expect(await h.waitForLine("\(id) from=s@local.com all done"))
+        #expect(!h.lines(of: id).contains { $0.contains("completed loop") })
+        let dsn = try #require(await h.local.calls(from: "<>").first).text
+        #expect(dsn.contains("Status: 5.0.0\nDiagnostic-Code: smtp; 550 no\n"))
+        #expect(dsn.contains("X-Failed-Recipients: r@remote.org, \n"))
+    }
+
+    /// D is the first local original-recipient domain when the sender's is
+    /// not local, else "unknown".
+    @Test(arguments: [
+        (["r@remote.org", "x@local.com"], "local.com"),
+        (["r@remote.org"], "unknown"),
+    ])
+    func reportingDomainForANonLocalSender(to: [String], domain: String) async throws {
+        let h = Harness(
+            local: .always(.permanent("no")),
+            remote: FakeCourier { to, _ in to == "s@remote.org" ? .sent : .permanent("no") })
+        _ = try await h.queue.load()
+        _ = try await h.put(from: "s@remote.org", to: to, data: Self.original)
+        #expect(await eventually { await !h.remote.calls(to: "s@remote.org").isEmpty })
+        let dsn = try #require(await h.remote.calls(to: "s@remote.org").first)
+        #expect(dsn.from == "<>")
+        let mail = ParsedMail(dsn.text)
+        #expect(mail.value("From") == "Mail Delivery System <postmaster-dsn@\(domain)>")
+        #expect(mail.value("To") == "<s@remote.org>")
+        #expect(mail.body.contains("Reporting-MTA: dns; \(domain)\n"))
+    }
+
+    /// The DSN goes to the sender through the aliases.
+    @Test func theDSNIsAliasExpanded() async throws {
+        let h = Harness(
+            aliases: ["s@local.com": [Recipient("real@local.com")]], remote: .always(.permanent("550 no")))
+        _ = try await h.queue.load()
+        _ = try await h.put(from: "s@local.com", to: ["r@remote.org"], data: Self.original)
+        #expect(await eventually { await !h.local.calls(to: "real@local.com").isEmpty })
+        #expect(await h.local.calls.map(\.to) == ["real@local.com"])
+    }
+
+    @Test func dsnWithoutMessageIDAndTruncation() throws {
+        var message = Queue_Message()
+        message.from = "s@local.com"
+        message.to = ["r@remote.org"]
+        var r = Queue_Recipient()
+        r.address = "r@remote.org"
+        r.originalAddress = "r@remote.org"
+        r.status = .failed
+        r.lastFailureMessage = "  550 no  \n"
+        message.rcpt = [r]
+        let big = Array("Subject: big\n\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 300 * 1024)
+        let dsn = String(decoding: DSN.make(for: message, originalData: big, reportingDomain: "local.com"), as: UTF8.self)
+        let mail = ParsedMail(dsn)
+        #expect(mail.headerLines.contains("In-Reply-To: "))
+        #expect(mail.headerLines.contains("References: "))
+        #expect(dsn.contains("Diagnostic-Code: smtp; 550 no\n"))
+        let enclosed = dsn.components(separatedBy: "Subject: big\n\n")
+        try #require(enclosed.count == 2)
+        let xs = enclosed[1].prefix { $0 == "x" }.count
+        #expect(xs == 256 * 1024 - "Subject: big\n\n".utf8.count, "the original is truncated to 256 KiB")
+    }
+}

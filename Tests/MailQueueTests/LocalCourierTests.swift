@@ -1,0 +1,143 @@
+import DurableFiles
+import Foundation
+import Testing
+
+@testable import MailQueue
+
+/// The MDA and pipe couriers (COMPAT.md §12.4, "MDA arguments" and the courier table).
+@Suite struct LocalCourierTests {
+    static let placeholders = ["%from%", "%from_user%", "%from_domain%", "%to%", "%to_user%", "%to_domain%"]
+
+    @Test func placeholdersAreSubstituted() {
+        let mda = MDACourier(binary: "/bin/true", arguments: ["-f", "%from%", "-d", "%to_user%"] + Self.placeholders)
+        #expect(
+            mda.expandedArguments(from: "jo@from.org", to: "ana@local.com")
+                == [
+                    "-f", "jo@from.org", "-d", "ana", "jo@from.org", "jo", "from.org", "ana@local.com", "ana", "local.com",
+                ])
+        // Several in one argument, and unknown ones left alone.
+        let mixed = MDACourier(binary: "/bin/true", arguments: ["%to_user%+%from_user%@%to_domain%", "%unknown%", "100%"])
+        #expect(mixed.expandedArguments(from: "jo@from.org", to: "ana@local.com") == ["ana+jo@local.com", "%unknown%", "100%"])
+    }
+
+    @Test func theNullSender() {
+        let mda = MDACourier(binary: "/bin/true", arguments: Self.placeholders)
+        #expect(mda.expandedArguments(from: "<>", to: "ana@local.com") == ["<>", "<>", "", "ana@local.com", "ana", "local.com"])
+    }
+
+    /// Like Go's strings.Replacer: one pass, left to right, so a placeholder
+    /// is never found across a substituted value.
+    @Test func substitutionIsOnePass() {
+        let mda = MDACourier(binary: "/bin/true", arguments: ["%to%from%", "%from%to%"])
+        #expect(mda.expandedArguments(from: "f@x", to: "t@y") == ["t@yfrom%", "f@xto%"])
+    }
+
+    @Test(arguments: [
+        ("a`b!c$d%e(f)g[h]i{j}k/l;m\"n'o\\p|q*r&s@dom.com", "abcdefghijklmnopqrs@dom.com"),
+        ("us er\t@do\nmain.com\r", "user@domain.com"),
+        ("x\u{7}y\u{0}z\u{85}w\u{A0}v\u{2003}@d.com", "xyzwv@d.com"),
+        ("ñandú@dom.com", "ñandú@dom.com"),
+        ("<a+b=c@d-e.com>", "<a+b=c@d-e.com>"),
+    ])
+    func addressesAreSanitised(address: String, clean: String) {
+        let mda = MDACourier(binary: "/bin/true", arguments: ["%from%", "%to%"])
+        #expect(mda.expandedArguments(from: address, to: address) == [clean, clean])
+    }
+
+    @Test func sanitisedPartsFeedTheUserAndDomain() {
+        let mda = MDACourier(binary: "/bin/true", arguments: ["%from_user%", "%from_domain%", "%to_user%", "%to_domain%"])
+        #expect(mda.expandedArguments(from: "a;b@c d.com", to: "x$(rm)@y/z") == ["ab", "cd.com", "xrm", "yz"])
+    }
+
+    // MARK: Running the MDA
+
+    @Test func theMDAGetsCRLFDataAndItsArguments() async throws {
+        let dir = TempDir()
+        let out = dir.path + "/out"
+        let script = dir.script("mda", "cat > \"$1\"; printf '%s|%s|%s' \"$2\" \"$3\" \"$4\" > \"$1.args\"")
+        let mda = MDACourier(binary: "/bin/sh", arguments: [script, out, "%from%", "%to_user%", "%to_domain%"])
+        let result = await mda.deliver(from: "s@from.org", to: "ana@local.com", data: Array("Subject: x\n\nline 1\nline 2\n".utf8))
+        #expect(result == .sent)
+        #expect(try readFile(out) == Array("Subject: x\r\n\r\nline 1\r\nline 2\r\n".utf8))
+        #expect(String(decoding: try readFile(out + ".args"), as: UTF8.self) == "s@from.org|ana|local.com")
+    }
+
+    @Test func exit75IsTemporary() async {
+        let dir = TempDir()
+        let mda = MDACourier(binary: "/bin/sh", arguments: [dir.script("mda", "cat > /dev/null; printf 'mailbox locked'; exit 75")])
+        let result = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8))
+        #expect(result == .temporary("MDA delivery failed: exit status 75 - \"mailbox locked\""))
+    }
+
+    @Test func otherExitsArePermanent() async {
+        let dir = TempDir()
+        let mda = MDACourier(binary: "/bin/sh", arguments: [dir.script("mda", "printf 'oops'; printf ' \"err\"' >&2; exit 1")])
+        let result = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8))
+        #expect(result == .permanent("MDA delivery failed: exit status 1 - \"oops \\\"err\\\"\""))
+    }
+
+    @Test func aTimeoutIsTemporary() async {
+        let dir = TempDir()
+        let mda = MDACourier(binary: "/bin/sh", arguments: [dir.script("mda", "sleep 20")], timeout: .milliseconds(300))
+        let start = ContinuousClock.now
+        let result = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8))
+        guard case .temporary = result else {
+            Issue.record("expected a temporary failure, got \(result)")
+            return
+        }
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func aMissingMDAIsPermanent() async {
+        let mda = MDACourier(binary: "/nonexistent/mda", arguments: [])
+        guard case .permanent = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8)) else {
+            Issue.record("expected a permanent failure")
+            return
+        }
+    }
+
+    /// `mail_delivery_agent_bin` defaults to "maildrop": a bare name is
+    /// looked up in $PATH, as Go's exec.Command does.
+    @Test func aBareMDANameIsLookedUpInPath() async throws {
+        let dir = TempDir()
+        let out = dir.path + "/out"
+        let mda = MDACourier(binary: "sh", arguments: ["-c", "cat > \(out)"])
+        #expect(await mda.deliver(from: "s@x", to: "u@y", data: Array("a\nb\n".utf8)) == .sent)
+        #expect(try readFile(out) == Array("a\r\nb\r\n".utf8))
+    }
+
+    // MARK: Pipes
+
+    @Test func pipesGetLFDataAndSplitOnWhitespace() async throws {
+        let dir = TempDir()
+        let out = dir.path + "/out"
+        let script = dir.script("pipe", "cat > \"$1\"; echo \"$#|$2\" > \"$1.args\"")
+        let result = await PipeCourier().deliver(from: "s@x", to: "/bin/sh \(script)\t\(out)   second ", data: Array("a\nb\r\n".utf8))
+        #expect(result == .sent)
+        #expect(try readFile(out) == Array("a\nb\r\n".utf8))
+        #expect(String(decoding: try readFile(out + ".args"), as: UTF8.self) == "2|second\n")
+    }
+
+    @Test func pipeFailuresArePermanent() async {
+        let dir = TempDir()
+        for body in ["exit 75", "exit 1", "sleep 20"] {
+            let result = await PipeCourier(timeout: .milliseconds(300)).deliver(
+                from: "s@x", to: "/bin/sh " + dir.script("pipe", body), data: Array("x\n".utf8))
+            guard case .permanent = result else {
+                Issue.record("\(body): expected a permanent failure, got \(result)")
+                continue
+            }
+        }
+        guard case .permanent = await PipeCourier().deliver(from: "s@x", to: "  ", data: []) else {
+            Issue.record("an empty command is a permanent failure")
+            return
+        }
+    }
+
+    @Test func aBarePipeCommandIsLookedUpInPath() async throws {
+        let dir = TempDir()
+        let out = dir.path + "/out"
+        #expect(await PipeCourier().deliver(from: "s@x", to: "tee \(out)", data: Array("a\nb\n".utf8)) == .sent)
+        #expect(try readFile(out) == Array("a\nb\n".utf8))
+    }
+}

@@ -1,0 +1,149 @@
+import Testing
+
+@testable import SMTPCore
+
+@Suite struct CommandTests {
+    @Test(arguments: [
+        ("MAIL FROM:<a@b.example>", "MAIL", "FROM:<a@b.example>"),
+        ("mail FROM:<a@b.example>", "MAIL", "FROM:<a@b.example>"),
+        ("rCpT to:<a@b.example> NOTIFY=NEVER", "RCPT", "to:<a@b.example> NOTIFY=NEVER"),
+        ("ehlo client.example", "EHLO", "client.example"),
+        ("EHLO  two spaces", "EHLO", " two spaces"),
+        ("NOOP", "NOOP", ""),
+        ("quit", "QUIT", ""),
+        ("DATA ", "DATA", ""),
+        ("", "", ""),
+        ("AUTH PLAIN AGp1YW4Ac2VjcmV0", "AUTH", "PLAIN AGp1YW4Ac2VjcmV0"),
+        ("RCPT TO:<ñandú@pingüino.example>", "RCPT", "TO:<ñandú@pingüino.example>"),
+    ])
+    func splitsVerbAndArgument(line: String, verb: String, argument: String) {
+        let command = Command(line: bytes(line))
+        #expect(command.verb == verb)
+        #expect(command.argument == argument)
+        #expect(command == Command(verb: verb, argument: argument))
+    }
+
+    @Test func argumentKeepsItsCase() {
+        #expect(Command(line: bytes("helo MiXeD.Example")).argument == "MiXeD.Example")
+    }
+
+    @Test func httpVerbs() {
+        #expect(Command.httpVerbs == ["GET", "POST", "CONNECT"])
+        #expect(Command.httpVerbs.contains(Command(line: bytes("get / HTTP/1.1")).verb))
+    }
+}
+
+@Suite struct PathArgumentTests {
+    @Test(arguments: [
+        ("FROM:<a@b.example>", "<a@b.example>"),
+        ("from:<a@b.example>", "<a@b.example>"),
+        ("From:<a@b.example>", "<a@b.example>"),
+        ("FROM: <a@b.example>", "<a@b.example>"),
+        ("FROM:   <a@b.example>", "<a@b.example>"),
+        ("FROM:\t<a@b.example>", "<a@b.example>"),
+        ("FROM:<a@b.example> SIZE=10 BODY=8BITMIME", "<a@b.example>"),
+        ("FROM:<a@b.example> SMTPUTF8", "<a@b.example>"),
+        ("FROM:<>", "<>"),
+        ("FROM:<> BODY=7BIT", "<>"),
+        ("FROM:a@b.example", "a@b.example"),
+        ("FROM:Name <a@b.example>", "Name"),
+    ])
+    func from(argument: String, token: String) throws {
+        #expect(try PathArgument.extract(argument, prefix: "FROM:") == token)
+    }
+
+    @Test(arguments: [
+        ("TO:<a@b.example>", "<a@b.example>"),
+        ("to:<a@b.example>", "<a@b.example>"),
+        ("To: <a@b.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a@b.example", "<a@b.example>"),
+    ])
+    func to(argument: String, token: String) throws {
+        #expect(try PathArgument.extract(argument, prefix: "TO:") == token)
+    }
+
+    @Test(arguments: ["", "<a@b.example>", "FROM <a@b.example>", "FRO", "FROM", "TO:<a@b.example>", " FROM:<a@b.example>"])
+    func missingPrefix(argument: String) {
+        #expect(throws: PathArgument.Failure.missingPrefix) {
+            try PathArgument.extract(argument, prefix: "FROM:")
+        }
+    }
+
+    @Test(arguments: ["FROM:", "FROM: ", "FROM:   ", "from:\t", "FROM: \t "])
+    func nothingAfterThePrefix(argument: String) {
+        #expect(throws: PathArgument.Failure.empty) {
+            try PathArgument.extract(argument, prefix: "FROM:")
+        }
+    }
+
+    @Test func toPrefixIsNotFrom() {
+        #expect(throws: PathArgument.Failure.missingPrefix) { try PathArgument.extract("FROM:<a@b>", prefix: "TO:") }
+        #expect(throws: PathArgument.Failure.empty) { try PathArgument.extract("TO:", prefix: "TO:") }
+    }
+}
+
+@Suite struct MailboxTests {
+    @Test(arguments: [
+        ("<a@b.example>", "a@b.example"),
+        ("a@b.example", "a@b.example"),
+        ("<Juan.Perez+tag@Example.COM>", "Juan.Perez+tag@Example.COM"),
+        ("<@relay1.example,@relay2.example:user@b.example>", "user@b.example"),
+        ("<@relay.example:user@b.example>", "user@b.example"),
+        ("<\"quoted local\"@b.example>", "\"quoted local\"@b.example"),
+        ("<\"a\\\"b\"@b.example>", "\"a\\\"b\"@b.example"),
+        ("<\"a.b@c\"@b.example>", "\"a.b@c\"@b.example"),
+        ("<ñandú@pingüino.example>", "ñandú@pingüino.example"),
+        ("<用户@例子.广告>", "用户@例子.广告"),
+        ("<a!#$%&'*+-/=?^_`{|}~@b.example>", "a!#$%&'*+-/=?^_`{|}~@b.example"),
+        ("<a@[192.0.2.1]>", "a@[192.0.2.1]"),
+        ("<a@xn--pingino-q2a.example>", "a@xn--pingino-q2a.example"),
+    ])
+    func parsesAddresses(token: String, address: String) throws {
+        #expect(try Mailbox.parse(token) == .address(address))
+    }
+
+    @Test func nullSender() throws {
+        #expect(try Mailbox.parse("<>") == .null)
+    }
+
+    @Test func withoutAtSignIsLeftToTheCaller() throws {
+        #expect(try Mailbox.parse("<postmaster>") == .address("postmaster"))
+        #expect(try Mailbox.parse("user") == .address("user"))
+    }
+
+    @Test(arguments: [
+        "<a@b.example",  // missing '>'
+        "<",
+        "<a@b.example>>",
+        "a@b.example>",
+        "<a b@c.example>",
+        "<a(b@c.example>",
+        "<a)b@c.example>",
+        "<a,b@c.example>",
+        "<a;b@c.example>",
+        "<a:b@c.example>",
+        "<a[b@c.example>",
+        "<a\\b@c.example>",
+        "<a\"b@c.example>",
+        "<a@b@c.example>",
+        "<a<b@c.example>",
+        "<a\u{7F}b@c.example>",
+        "<a\u{01}b@c.example>",
+        "<.a@c.example>",
+        "<a.@c.example>",
+        "<a..b@c.example>",
+        "<@c.example>",
+        "<a@>",
+        "<a@b..example>",
+        "<a@.example>",
+        "<a@b_(x).example>",
+        "<a@[192.0.2.1>",
+        "<\"unterminated@b.example>",
+        "<\"a\"b\"@b.example>",
+        "Name<a@b.example>",
+        "",
+        "<@relay.example:>",
+    ])
+    func rejectsInvalid(token: String) {
+        #expect(throws: Mailbox.Invalid.self) { try Mailbox.parse(token) }
+    }
+}

@@ -1,0 +1,139 @@
+import Testing
+
+@testable import SMTPCore
+
+/// Bytes of an ASCII/UTF-8 string, for readable test inputs.
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+@Suite struct LineFramerTests {
+    private func line(_ s: String) -> LineFramer.Line { .line(bytes(s)) }
+
+    @Test func crlfAndBareLFBothEndALine() {
+        var framer = LineFramer()
+        framer.append(bytes("HELO a.example\r\nNOOP\nQUIT\r\n"))
+        #expect(framer.next() == line("HELO a.example"))
+        #expect(framer.next() == line("NOOP"))
+        #expect(framer.next() == line("QUIT"))
+        #expect(framer.next() == nil)
+        #expect(framer.pendingByteCount == 0)
+    }
+
+    @Test func emptyLines() {
+        var framer = LineFramer()
+        framer.append(bytes("\r\n\n"))
+        #expect(framer.next() == line(""))
+        #expect(framer.next() == line(""))
+        #expect(framer.next() == nil)
+    }
+
+    @Test func onlyTheCRBeforeTheLFIsStripped() {
+        var framer = LineFramer()
+        framer.append(bytes("a\rb\r\r\n"))
+        #expect(framer.next() == line("a\rb\r"))
+    }
+
+    @Test func partialLinesAcrossAppends() {
+        var framer = LineFramer()
+        framer.append(bytes("HEL"))
+        #expect(framer.next() == nil)
+        #expect(framer.pendingByteCount == 3)
+        framer.append(bytes("O a.example\r"))
+        #expect(framer.next() == nil)
+        framer.append(bytes("\nMAIL FR"))
+        #expect(framer.next() == line("HELO a.example"))
+        #expect(framer.next() == nil)
+        framer.append(bytes("OM:<a@b.example>\r\n"))
+        #expect(framer.next() == line("MAIL FROM:<a@b.example>"))
+        #expect(framer.next() == nil)
+    }
+
+    @Test func byteByByteFeeding() {
+        var framer = LineFramer()
+        var lines: [LineFramer.Line] = []
+        for b in bytes("EHLO x\r\nRSET\nNOOP\r\n") {
+            framer.append([b])
+            while let l = framer.next() { lines.append(l) }
+        }
+        #expect(lines == [line("EHLO x"), line("RSET"), line("NOOP")])
+    }
+
+    @Test(arguments: ["\r\n", "\n"])
+    func exactly1000BytesIsAccepted(terminator: String) {
+        var framer = LineFramer()
+        let text = String(repeating: "a", count: 1000)
+        framer.append(bytes(text + terminator + "NOOP\r\n"))
+        #expect(framer.next() == line(text))
+        #expect(framer.next() == line("NOOP"))
+    }
+
+    @Test(arguments: ["\r\n", "\n"])
+    func over1000BytesIsTooLong(terminator: String) {
+        var framer = LineFramer()
+        framer.append(bytes(String(repeating: "a", count: 1001) + terminator))
+        #expect(framer.next() == .tooLong)
+    }
+
+    @Test func defaultLimitIs1000() {
+        #expect(LineFramer().maxLength == 1000)
+        #expect(SMTPDefaults.maxCommandLineLength == 1000)
+    }
+
+    @Test func tooLongIsDetectedBeforeANewlineArrives() {
+        var framer = LineFramer()
+        framer.append(bytes(String(repeating: "a", count: 5000)))
+        #expect(framer.next() == .tooLong)
+    }
+
+    @Test func tooLongWithoutNewlineAtTheSmallestSize() {
+        // 1000 bytes plus a CR may still become a valid line; two more bytes cannot.
+        var framer = LineFramer()
+        framer.append(bytes(String(repeating: "a", count: 1000) + "\r"))
+        #expect(framer.next() == nil)
+        framer.append(bytes("b"))
+        #expect(framer.next() == .tooLong)
+    }
+
+    @Test func customLimit() {
+        var framer = LineFramer(maxLength: 4)
+        framer.append(bytes("abcd\r\nabcde\r\n"))
+        #expect(framer.next() == line("abcd"))
+        #expect(framer.next() == .tooLong)
+    }
+
+    @Test func pendingByteCountAndTakeRemaining() {
+        var framer = LineFramer()
+        framer.append(bytes("STARTTLS\r\nEHLO evil\r\n"))
+        #expect(framer.next() == line("STARTTLS"))
+        // The client pipelined past STARTTLS: the rest is visible.
+        #expect(framer.pendingByteCount == bytes("EHLO evil\r\n").count)
+        #expect(framer.takeRemaining() == bytes("EHLO evil\r\n"))
+        #expect(framer.pendingByteCount == 0)
+        #expect(framer.next() == nil)
+        #expect(framer.takeRemaining() == [])
+    }
+
+    @Test func takeRemainingGivesAPartialLine() {
+        var framer = LineFramer()
+        framer.append(bytes("DATA\r\nSubject: hi\r\n\r\nbo"))
+        #expect(framer.next() == line("DATA"))
+        #expect(framer.takeRemaining() == bytes("Subject: hi\r\n\r\nbo"))
+    }
+
+    @Test func discardPending() {
+        var framer = LineFramer()
+        framer.append(bytes("a\r\nb\r\nc"))
+        #expect(framer.next() == line("a"))
+        framer.discardPending()
+        #expect(framer.pendingByteCount == 0)
+        #expect(framer.next() == nil)
+        framer.append(bytes("d\r\n"))
+        #expect(framer.next() == line("d"))
+    }
+
+    @Test func nonASCIIBytesPassThrough() {
+        var framer = LineFramer()
+        framer.append(bytes("RCPT TO:<ñandú@pingüino.example>\r\n") + [0xFF, 0x0A])
+        #expect(framer.next() == line("RCPT TO:<ñandú@pingüino.example>"))
+        #expect(framer.next() == .line([0xFF]))
+    }
+}

@@ -1,0 +1,913 @@
+import Testing
+
+@testable import SMTPCore
+
+// COMPAT.md §12.1 and §12.2, one transition or reply-table row per test.
+
+@Suite struct GreetingAndHelloTests {
+    @Test func greeting() {
+        let h = Harness()
+        #expect(h.session.greeting == Reply(220, "mx.example.org ESMTP chasquid"))
+        #expect(h.session.greeting.encoded == "220 mx.example.org ESMTP chasquid\r\n")
+    }
+
+    @Test func ehloBeforeTLS() async {
+        var h = Harness()
+        let step = await h.send("EHLO client.example")
+        expectStep(step, .reply, 250)
+        let lines = step.reply.lines
+        #expect(lines.count == 8)
+        #expect(lines.first?.hasPrefix("mx.example.org") == true)
+        #expect(
+            Array(lines.dropFirst()) == [
+                "8BITMIME", "PIPELINING", "SMTPUTF8", "ENHANCEDSTATUSCODES", "SIZE \(Harness.maxDataSize)",
+                "STARTTLS", "HELP",
+            ])
+        // AUTH is never offered in plain text [SEC].
+        #expect(!lines.contains { $0.uppercased().hasPrefix("AUTH") })
+    }
+
+    @Test func ehloAfterTLSOffersAuthNotStartTLS() async {
+        var h = Harness()
+        h.session.tlsEstablished(serverName: nil)
+        let lines = await h.send("EHLO client.example").reply.lines
+        #expect(lines.count == 8)
+        #expect(Array(lines[1...5]) == ["8BITMIME", "PIPELINING", "SMTPUTF8", "ENHANCEDSTATUSCODES", "SIZE 52428800"])
+        let auth = lines[6].split(separator: " ").map(String.init)
+        #expect(auth.first == "AUTH")
+        #expect(auth.contains("PLAIN"))
+        #expect(auth.contains("LOGIN"))
+        #expect(lines[7] == "HELP")
+        #expect(!lines.contains("STARTTLS"))
+    }
+
+    @Test func ehloOnImplicitTLS() async {
+        var h = Harness(mode: .submissionTLS, onTLS: true)
+        let lines = await h.send("EHLO client.example").reply.lines
+        #expect(lines[6].hasPrefix("AUTH "))
+        #expect(!lines.contains("STARTTLS"))
+    }
+
+    @Test func ehloWireForm() async {
+        var h = Harness()
+        let encoded = await h.send("EHLO c").reply.encoded
+        #expect(encoded.hasPrefix("250-mx.example.org"))
+        #expect(encoded.hasSuffix("250-STARTTLS\r\n250 HELP\r\n"))
+    }
+
+    @Test func sizeIsMaxDataSize() async {
+        var s = Session(mode: .smtp, hostname: "h", maxDataSize: 12345, onTLS: false)
+        let step = await s.handle(Command(line: bytes("EHLO x")), policy: FakePolicy())
+        #expect(step.reply.lines.contains("SIZE 12345"))
+    }
+
+    @Test func helo() async {
+        var h = Harness()
+        let step = await h.send("HELO client.example")
+        expectStep(step, .reply, 250)
+        #expect(h.session.info.ehloDomain == "client.example")
+        #expect(!h.session.info.usedEHLO)
+    }
+
+    @Test func ehloStoresTheFirstWordUnvalidated() async {
+        var h = Harness()
+        await h.ok("EHLO [not a domain!] extra words")
+        #expect(h.session.info.ehloDomain == "[not")
+        #expect(h.session.info.usedEHLO)
+        await h.ok("HELO \tspaced.example\tmore")
+        #expect(h.session.info.ehloDomain == "spaced.example")
+    }
+
+    @Test(arguments: ["HELO", "EHLO", "HELO ", "EHLO ", "EHLO    ", "helo", "EHLO \t", "HELO  \t "])
+    func helloWithoutArgument(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 501)
+        #expect(h.session.info.ehloDomain == nil)
+    }
+
+    @Test func repeatingEhloKeepsTheEnvelope() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<x@remote.example>", "RCPT TO:<juan@example.com>", "EHLO b", "HELO c")
+        #expect(h.session.envelope?.from == "x@remote.example")
+        #expect(h.session.envelope?.recipients == ["juan@example.com"])
+        #expect(h.session.info.ehloDomain == "c")
+        expectStep(await h.send("DATA"), .readData, 354)
+    }
+}
+
+@Suite struct SimpleVerbTests {
+    @Test func rset() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<x@remote.example>", "RCPT TO:<juan@example.com>")
+        expectStep(await h.send("RSET"), .reply, 250, "2.0.0")
+        #expect(h.session.envelope == nil)
+        expectStep(await h.send("RCPT TO:<juan@example.com>"), .reply, 503, "5.5.1")
+    }
+
+    @Test func noop() async {
+        var h = Harness()
+        expectStep(await h.send("NOOP"), .reply, 250, "2.0.0")
+        expectStep(await h.send("noop with arguments"), .reply, 250, "2.0.0")
+    }
+
+    @Test func help() async {
+        var h = Harness()
+        expectStep(await h.send("HELP"), .reply, 214, "2.0.0")
+    }
+
+    @Test func quit() async {
+        var h = Harness()
+        expectStep(await h.send("QUIT"), .close, 221, "2.0.0")
+    }
+
+    @Test(arguments: ["VRFY juan", "EXPN list", "vrfy <juan@example.com>", "EXPN"])
+    func noAddressHarvesting(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 502, "5.5.1")
+        #expect(h.policy.log.all.isEmpty)
+    }
+
+    @Test(arguments: ["GET / HTTP/1.1", "POST /form HTTP/1.1", "CONNECT mx.example.org:25 HTTP/1.1", "get /"])
+    func crossProtocolGuardCloses(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .close, 502, "5.7.0")
+    }
+
+    @Test(arguments: ["FOO", "BDAT 10 LAST", "TURN", "ETRN x", "X", "SEND FROM:<a@b>"])
+    func unknownVerb(line: String) async {
+        var h = Harness()
+        let step = await h.send(line)
+        expectStep(step, .reply, 500, "5.5.1")
+        #expect(step.reply.text == "5.5.1 Unknown command")
+    }
+
+    @Test func emptyLineIsUnknown() async {
+        var h = Harness()
+        expectStep(await h.send(""), .reply, 500, "5.5.1")
+    }
+}
+
+@Suite struct MailFromTests {
+    @Test func accepted() async {
+        var h = Harness()
+        await h.ok("EHLO a")
+        expectStep(await h.send("MAIL FROM:<Juan@Remote.example>"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope == Envelope(from: "Juan@remote.example"))
+        #expect(h.policy.log.all == ["sender Juan@Remote.example"])
+    }
+
+    @Test(arguments: [
+        "MAIL FROM:<a@remote.example>", "mail from:<a@remote.example>", "MAIL From: <a@remote.example>",
+        "MAIL FROM:a@remote.example", "MAIL FROM:<a@remote.example> BODY=8BITMIME SIZE=999999999999 SMTPUTF8",
+        "MAIL FROM:<a@remote.example> RET=HDRS ENVID=x",
+    ])
+    func syntaxVariants(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 250, "2.1.5")
+        #expect(h.session.envelope?.from == "a@remote.example")
+    }
+
+    @Test func noEhloNeededForMail() async {
+        var h = Harness()
+        expectStep(await h.send("MAIL FROM:<a@remote.example>"), .reply, 250, "2.1.5")
+    }
+
+    @Test(arguments: ["MAIL <a@remote.example>", "MAIL TO:<a@remote.example>", "MAIL FROM <a@remote.example>", "MAIL"])
+    func missingFromPrefix(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 500, "5.5.2")
+    }
+
+    @Test(arguments: ["MAIL FROM:", "MAIL FROM:   ", "MAIL FROM:\t"])
+    func nothingAfterFrom(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 500, "5.5.4")
+    }
+
+    @Test func submissionRequiresAuthBeforeMail() async {
+        for mode in [ListenerMode.submission, .submissionTLS] {
+            var h = Harness(mode: mode, onTLS: mode == .submissionTLS)
+            await h.ok("EHLO a")
+            expectStep(await h.send("MAIL FROM:<juan@example.com>"), .reply, 550, "5.7.9")
+            #expect(h.session.envelope == nil)
+            #expect(!h.policy.log.contains(prefix: "sender"))
+        }
+    }
+
+    @Test func submissionChecksThePrefixFirst() async {
+        var h = Harness(mode: .submission)
+        expectStep(await h.send("MAIL TO:<juan@example.com>"), .reply, 500, "5.5.2")
+    }
+
+    /// §12.2 MAIL FROM order: 1. prefix, 2. AUTH on submission, 3. the token.
+    @Test func submissionChecksAuthBeforeTheToken() async {
+        var h = Harness(mode: .submission)
+        expectStep(await h.send("MAIL FROM:"), .reply, 550, "5.7.9")
+        expectStep(await h.send("MAIL FROM:<not valid"), .reply, 550, "5.7.9")
+    }
+
+    @Test func submissionAfterAuth() async {
+        var h = Harness(mode: .submission)
+        await h.authenticate()
+        expectStep(await h.send("MAIL FROM:<juan@example.com>"), .reply, 250, "2.1.5")
+    }
+
+    @Test(arguments: [
+        "MAIL FROM:<a@remote.example", "MAIL FROM:<a(b@remote.example>", "MAIL FROM:<a@@remote.example>",
+        "MAIL FROM:<a..b@remote.example>", "MAIL FROM:<a@>", "MAIL FROM:Name<a@remote.example>",
+        "MAIL FROM:<a@remote..example>", "MAIL FROM:<a b@remote.example>",
+    ])
+    func malformedSender(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 501, "5.1.7")
+        #expect(h.session.envelope == nil)
+    }
+
+    @Test(arguments: ["MAIL FROM:<postmaster>", "MAIL FROM:juan"])
+    func senderWithoutDomain(line: String) async {
+        var h = Harness()
+        expectStep(await h.send(line), .reply, 501, "5.1.8")
+    }
+
+    @Test func senderTooLong() async {
+        var h = Harness()
+        let fits = String(repeating: "a", count: 256 - "@remote.example".count) + "@remote.example"
+        #expect(fits.utf8.count == 256)
+        expectStep(await h.send("MAIL FROM:<\(fits)>"), .reply, 250, "2.1.5")
+        expectStep(await h.send("MAIL FROM:<a\(fits)>"), .reply, 501, "5.1.7")
+    }
+
+    @Test func nullSenderSkipsTheChecks() async {
+        var h = Harness()
+        h.policy.senderRefusal = Reply(550, "5.7.23 SPF check failed: nope")
+        expectStep(await h.send("MAIL FROM:<>"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope == Envelope(from: "<>"))
+        #expect(!h.policy.log.contains(prefix: "sender"))
+        expectStep(await h.send("RCPT TO:<juan@example.com>"), .reply, 250, "2.1.5")
+    }
+
+    @Test func nullSenderWithParameters() async {
+        var h = Harness()
+        expectStep(await h.send("MAIL FROM:<> BODY=8BITMIME"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope?.from == "<>")
+    }
+
+    @Test func senderRefusalFromPolicyIsPassedThrough() async {
+        var h = Harness()
+        h.policy.senderRefusal = Reply(550, "5.7.23 SPF check failed: not authorised")
+        let step = await h.send("MAIL FROM:<a@remote.example>")
+        #expect(step == .reply(Reply(550, "5.7.23 SPF check failed: not authorised")))
+        #expect(h.session.envelope == nil)
+    }
+
+    @Test func policySeesTheSession() async {
+        var h = Harness()
+        await h.authenticate()
+        await h.ok("MAIL FROM:<juan@example.com>")
+        #expect(h.policy.log.all.last == "sender juan@example.com")
+    }
+
+    @Test func senderDomainBecomesUnicode() async {
+        var h = Harness()
+        expectStep(await h.send("MAIL FROM:<Ana@XN--PINGINO-Q2A.Example>"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope?.from == "Ana@pingüino.example")
+    }
+
+    @Test func senderIDNAError() async {
+        var h = Harness()
+        expectStep(await h.send("MAIL FROM:<a@xn--zz.example>"), .reply, 501, "5.1.8")
+        #expect(h.session.envelope == nil)
+    }
+
+    @Test func secondMailStartsOver() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
+        await h.ok("MAIL FROM:<b@remote.example>")
+        #expect(h.session.envelope == Envelope(from: "b@remote.example"))
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+
+    /// §12.1: "MAIL, RSET, STARTTLS and a successful DATA reset" the envelope;
+    /// only DATA's reset depends on success (chasquid resets before parsing).
+    @Test func failedMailStillResetsTheEnvelope() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
+        expectStep(await h.send("MAIL FROM:<broken"), .reply, 501, "5.1.7")
+        #expect(h.session.envelope == nil)
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+}
+
+@Suite struct RcptToTests {
+    /// A plain-text SMTP session with a sender already given.
+    private func withSender() async -> Harness {
+        var h = Harness()
+        await h.ok("EHLO client.example", "MAIL FROM:<a@remote.example>")
+        return h
+    }
+
+    @Test func localRecipientAccepted() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<juan@example.com>"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope?.recipients == ["juan@example.com"])
+        #expect(h.policy.log.contains(prefix: "exists juan@example.com"))
+    }
+
+    @Test(arguments: [
+        "RCPT TO:<juan@example.com>", "rcpt to:<juan@example.com>", "RCPT To: <juan@example.com>",
+        "RCPT TO:juan@example.com", "RCPT TO:<juan@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;juan@example.com",
+    ])
+    func syntaxVariants(line: String) async {
+        var h = await withSender()
+        expectStep(await h.send(line), .reply, 250, "2.1.5")
+    }
+
+    @Test func rcptBeforeMail() async {
+        var h = Harness()
+        await h.ok("EHLO a")
+        expectStep(await h.send("RCPT TO:<juan@example.com>"), .reply, 503, "5.5.1")
+        #expect(h.policy.log.all.isEmpty)
+    }
+
+    /// §12.2 RCPT TO order: the sender is checked (2) before the address (4).
+    @Test func emptyRcptBeforeMail() async {
+        var h = Harness()
+        expectStep(await h.send("RCPT TO:"), .reply, 503, "5.5.1")
+    }
+
+    @Test(arguments: ["RCPT <juan@example.com>", "RCPT FROM:<juan@example.com>", "RCPT", "RCPT TO <juan@example.com>"])
+    func missingToPrefix(line: String) async {
+        var h = await withSender()
+        expectStep(await h.send(line), .reply, 500, "5.5.2")
+    }
+
+    @Test func missingToPrefixBeforeMail() async {
+        var h = Harness()
+        expectStep(await h.send("RCPT <juan@example.com>"), .reply, 500, "5.5.2")
+    }
+
+    @Test(arguments: ["RCPT TO:", "RCPT TO:  "])
+    func nothingAfterTo(line: String) async {
+        var h = await withSender()
+        expectStep(await h.send(line), .reply, 500, "5.5.4")
+    }
+
+    @Test func hundredAndOneRecipientsThenTooMany() async {
+        var h = Harness()
+        h.policy.users = Set((0..<110).map { "u\($0)@example.com" })
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>")
+        for i in 0..<101 {
+            let step = await h.send("RCPT TO:<u\(i)@example.com>")
+            #expect(step.reply.code == 250, "recipient \(i + 1): \(step)")
+        }
+        #expect(h.session.envelope?.recipients.count == 101)
+        expectStep(await h.send("RCPT TO:<u101@example.com>"), .reply, 452, "4.5.3")
+        #expect(h.session.envelope?.recipients.count == 101)
+        expectStep(await h.send("DATA"), .readData, 354)
+    }
+
+    @Test func tooManyIsCheckedBeforeTheAddress() async {
+        var h = Harness()
+        h.policy.users = Set((0..<101).map { "u\($0)@example.com" })
+        await h.ok("MAIL FROM:<a@remote.example>")
+        for i in 0..<101 { _ = await h.send("RCPT TO:<u\(i)@example.com>") }
+        expectStep(await h.send("RCPT TO:<malformed"), .reply, 452, "4.5.3")
+    }
+
+    @Test(arguments: [
+        "RCPT TO:<juan@example.com", "RCPT TO:<ju(an@example.com>", "RCPT TO:<postmaster>", "RCPT TO:<@example.com>",
+        "RCPT TO:<juan@>", "RCPT TO:<>",
+    ])
+    func malformedRecipient(line: String) async {
+        var h = await withSender()
+        expectStep(await h.send(line), .reply, 501, "5.1.3")
+        #expect(h.session.envelope?.recipients == [])
+    }
+
+    @Test func recipientIDNAError() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<juan@xn--zz.example>"), .reply, 501, "5.1.2")
+    }
+
+    @Test func recipientTooLong() async {
+        var h = Harness()
+        let local = String(repeating: "a", count: 256 - "@example.com".count)
+        h.policy.users = [local + "@example.com", "a" + local + "@example.com"]
+        await h.ok("MAIL FROM:<a@remote.example>")
+        expectStep(await h.send("RCPT TO:<\(local)@example.com>"), .reply, 250, "2.1.5")
+        expectStep(await h.send("RCPT TO:<a\(local)@example.com>"), .reply, 501, "5.1.3")
+    }
+
+    @Test func relayWithoutAuthIsRefused() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<someone@elsewhere.example>"), .reply, 503, "5.7.1")
+        #expect(!h.policy.log.contains(prefix: "exists"))
+        #expect(h.session.envelope?.recipients == [])
+    }
+
+    @Test func relayWithoutAuthOnTLSIsRefusedToo() async {
+        var h = Harness(onTLS: true)
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>")
+        expectStep(await h.send("RCPT TO:<someone@elsewhere.example>"), .reply, 503, "5.7.1")
+    }
+
+    @Test func relayWithAuth() async {
+        var h = Harness()
+        await h.authenticate()
+        // Any MAIL FROM is allowed once authenticated (by design).
+        await h.ok("MAIL FROM:<anyone@anywhere.example>")
+        expectStep(await h.send("RCPT TO:<someone@XN--PINGINO-Q2A.elsewhere>"), .reply, 250, "2.1.5")
+        #expect(h.session.envelope?.recipients == ["someone@pingüino.elsewhere"])
+        #expect(!h.policy.log.contains(prefix: "exists"))
+    }
+
+    @Test func localUnknown() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<nobody@example.com>"), .reply, 550, "5.1.1")
+        #expect(h.session.envelope?.recipients == [])
+    }
+
+    @Test func localLookupFailure() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<broken@example.com>"), .reply, 451, "4.4.3")
+        #expect(h.session.envelope?.recipients == [])
+    }
+
+    @Test(arguments: ["RCPT TO:<♚@example.com>", "RCPT TO:<Ⅳ@example.com>", "RCPT TO:<¹@example.com>"])
+    func localPrecisInvalid(line: String) async {
+        var h = await withSender()
+        expectStep(await h.send(line), .reply, 550, "5.1.3")
+        #expect(!h.policy.log.contains(prefix: "exists"))
+    }
+
+    @Test func localLookupUsesTheNormalisedAddress() async {
+        var h = await withSender()
+        expectStep(await h.send("RCPT TO:<JUAN@Example.COM>"), .reply, 250, "2.1.5")
+        expectStep(await h.send("RCPT TO:<ÑANDÚ@xn--pingino-q2a.example>"), .reply, 250, "2.1.5")
+        #expect(h.policy.log.all.contains("exists juan@example.com"))
+        #expect(h.policy.log.all.contains("exists ñandú@pingüino.example"))
+        #expect(h.policy.log.all.contains("isLocal example.com"))
+        #expect(h.policy.log.all.contains("isLocal pingüino.example"))
+    }
+
+    /// §8: Addr normalisation is "used for local RCPTs" (chasquid stores the normalised form).
+    @Test func localRecipientIsStoredNormalised() async {
+        var h = await withSender()
+        await h.ok("RCPT TO:<JUAN@Example.COM>")
+        #expect(h.session.envelope?.recipients == ["juan@example.com"])
+    }
+
+    @Test func duplicateRecipientsAreKept() async {
+        var h = await withSender()
+        await h.ok("RCPT TO:<juan@example.com>", "RCPT TO:<juan@example.com>")
+        #expect(h.session.envelope?.recipients.count == 2)
+    }
+}
+
+@Suite struct DataTests {
+    @Test func goAhead() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
+        let step = await h.send("DATA")
+        expectStep(step, .readData, 354)
+    }
+
+    @Test func dataWithoutHello() async {
+        var h = Harness()
+        await h.ok("MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+
+    @Test func dataWithoutMail() async {
+        var h = Harness()
+        await h.ok("EHLO a")
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+
+    @Test func dataWithoutRcpt() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>")
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+
+    @Test func dataWithOnlyRefusedRecipients() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>")
+        _ = await h.send("RCPT TO:<nobody@example.com>")
+        expectStep(await h.send("DATA"), .reply, 503, "5.5.1")
+    }
+
+    private func inData() async -> Harness {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>", "DATA")
+        return h
+    }
+
+    @Test func tooBig() async {
+        var h = await inData()
+        expectStep(h.session.dataReceived(.tooBig), .reply, 552, "5.3.4")
+    }
+
+    @Test func bareLineEndingCloses() async {
+        var h = await inData()
+        expectStep(h.session.dataReceived(.bareLineEnding), .close, 521, "5.5.2")
+    }
+
+    @Test func readError() async {
+        var h = await inData()
+        let step = h.session.dataReceived(.readError("connection reset"))
+        #expect(step.reply.code == 554)
+        #expect(step.reply.text.hasPrefix("5.4.0 "))
+    }
+
+    @Test func processedAcceptedResetsTheEnvelope() async {
+        var h = await inData()
+        let accepted = Reply(250, "2.0.0 You ascend to the status of Demigod(dess)...")
+        #expect(h.session.dataReceived(.processed(accepted)) == .reply(accepted))
+        #expect(h.session.envelope == nil)
+        // The next message needs a new MAIL, but not a new EHLO.
+        expectStep(await h.send("RCPT TO:<juan@example.com>"), .reply, 503, "5.5.1")
+        await h.ok("MAIL FROM:<b@remote.example>", "RCPT TO:<ana@example.com>")
+        expectStep(await h.send("DATA"), .readData, 354)
+    }
+
+    @Test(arguments: [
+        Reply(554, "5.6.0 Error parsing message: malformed header line"),
+        Reply(554, "5.4.6 Loop detected (50 hops)"),
+        Reply(451, "4.3.0 Failed to queue message: disk full"),
+    ])
+    func processedRefusalIsPassedThrough(reply: Reply) async {
+        var h = await inData()
+        #expect(h.session.dataReceived(.processed(reply)) == .reply(reply))
+    }
+}
+
+@Suite struct StartTLSTests {
+    @Test func goAheadThenHandshake() async {
+        var h = Harness()
+        await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
+        let step = await h.send("STARTTLS")
+        expectStep(step, .startTLS, 220, "2.0.0")
+        #expect(h.session.envelope == nil)
+        h.session.tlsEstablished(serverName: nil)
+        #expect(h.session.info.onTLS)
+        #expect(h.session.info.serverName == "mx.example.org")
+    }
+
+    @Test func acceptedEvenBeforeEhlo() async {
+        var h = Harness()
+        expectStep(await h.send("STARTTLS"), .startTLS, 220, "2.0.0")
+    }
+
+    @Test func alreadyOnTLS() async {
+        var h = Harness()
+        _ = await h.send("STARTTLS")
+        h.session.tlsEstablished(serverName: nil)
+        expectStep(await h.send("STARTTLS"), .reply, 503, "5.5.1")
+    }
+
+    @Test func alreadyOnImplicitTLS() async {
+        var h = Harness(mode: .submissionTLS, onTLS: true)
+        expectStep(await h.send("STARTTLS"), .reply, 503, "5.5.1")
+    }
+
+    @Test func sniNameReplacesTheHostname() async {
+        var h = Harness()
+        _ = await h.send("STARTTLS")
+        h.session.tlsEstablished(serverName: "mail.sni.example")
+        #expect(h.session.info.serverName == "mail.sni.example")
+        #expect(h.session.greeting == Reply(220, "mail.sni.example ESMTP chasquid"))
+        let ehlo = await h.send("EHLO a")
+        #expect(ehlo.reply.lines.first?.hasPrefix("mail.sni.example") == true)
+    }
+
+    @Test func emptySNIKeepsTheHostname() {
+        var h = Harness()
+        h.session.tlsEstablished(serverName: "")
+        #expect(h.session.info.serverName == "mx.example.org")
+    }
+
+    @Test func implicitTLSGreetingUsesSNI() {
+        var s = Session(mode: .submissionTLS, hostname: "mx.example.org", maxDataSize: 1, onTLS: true)
+        s.tlsEstablished(serverName: "smtp.customer.example")
+        #expect(s.greeting == Reply(220, "smtp.customer.example ESMTP chasquid"))
+    }
+}
+
+@Suite struct AuthTests {
+    private func onTLS() async -> Harness {
+        var h = Harness()
+        h.session.tlsEstablished(serverName: nil)
+        await h.ok("EHLO client.example")
+        return h
+    }
+
+    @Test func notOnTLS() async {
+        var h = Harness()
+        await h.ok("EHLO a")
+        expectStep(await h.send("AUTH PLAIN " + plain("", "juan@example.com", "secret")), .reply, 503, "5.7.10")
+        #expect(!h.session.info.isAuthenticated)
+        #expect(!h.policy.log.contains(prefix: "auth"))
+    }
+
+    @Test func plainInline() async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + plain("", "Juan@Example.COM", "secret")), .reply, 235, "2.7.0")
+        #expect(h.policy.log.all.last == "auth juan|example.com|secret")
+        #expect(h.session.info.isAuthenticated)
+        #expect(h.session.info.authenticatedUser == "juan")
+        #expect(h.session.info.authenticatedDomain == "example.com")
+        #expect(h.session.info.authenticatedAs == "juan@example.com")
+    }
+
+    @Test func plainNormalisesWidthAndIDNA() async {
+        var h = await onTLS()
+        h.policy.passwords["ñandú@pingüino.example"] = "pw"
+        expectStep(await h.send("AUTH PLAIN " + plain("", "ÑANDÚ@xn--pingino-q2a.example", "pw")), .reply, 235, "2.7.0")
+        #expect(h.policy.log.all.last == "auth ñandú|pingüino.example|pw")
+    }
+
+    @Test func plainViaChallenge() async {
+        var h = await onTLS()
+        let challenge = await h.send("AUTH PLAIN")
+        #expect(challenge == .authChallenge(Reply(334, "")))
+        #expect(challenge.reply.encoded == "334 \r\n")
+        #expect(h.session.isAwaitingAuthResponse)
+        expectStep(await h.send(plain("", "juan@example.com", "secret")), .reply, 235, "2.7.0")
+        #expect(!h.session.isAwaitingAuthResponse)
+        #expect(h.session.info.isAuthenticated)
+    }
+
+    @Test(arguments: ["auth plain", "AUTH plain", "AUTH Plain"])
+    func mechanismIsCaseInsensitive(prefix: String) async {
+        var h = await onTLS()
+        expectStep(await h.send(prefix + " " + plain("", "juan@example.com", "secret")), .reply, 235, "2.7.0")
+    }
+
+    @Test func loginFlow() async {
+        var h = await onTLS()
+        let user = await h.send("AUTH LOGIN")
+        #expect(user == .authChallenge(Reply(334, "VXNlcm5hbWU6")))
+        let password = await h.send(base64("Juan@example.com"))
+        #expect(password == .authChallenge(Reply(334, "UGFzc3dvcmQ6")))
+        expectStep(await h.send(base64("secret")), .reply, 235, "2.7.0")
+        #expect(h.policy.log.all.last == "auth juan|example.com|secret")
+        #expect(h.session.info.authenticatedAs == "juan@example.com")
+        #expect(!h.session.isAwaitingAuthResponse)
+    }
+
+    @Test func loginLowercase() async {
+        var h = await onTLS()
+        expectStep(await h.send("auth login"), .authChallenge, 334)
+        _ = await h.send(base64("juan@example.com"))
+        expectStep(await h.send(base64("secret")), .reply, 235, "2.7.0")
+    }
+
+    @Test func loginWithInitialResponse() async {
+        var h = await onTLS()
+        let password = await h.send("AUTH LOGIN " + base64("juan@example.com"))
+        #expect(password == .authChallenge(Reply(334, "UGFzc3dvcmQ6")))
+        expectStep(await h.send(base64("secret")), .reply, 235, "2.7.0")
+    }
+
+    @Test func loginWrongPassword() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH LOGIN")
+        _ = await h.send(base64("juan@example.com"))
+        expectStep(await h.send(base64("wrong")), .reply, 535, "5.7.8")
+        #expect(!h.session.info.isAuthenticated)
+        #expect(!h.session.isAwaitingAuthResponse)
+    }
+
+    @Test func loginBadBase64() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH LOGIN")
+        expectStep(await h.send("not base64!"), .reply, 501, "5.5.2")
+        #expect(!h.session.isAwaitingAuthResponse)
+        _ = await h.send("AUTH LOGIN")
+        _ = await h.send(base64("juan@example.com"))
+        expectStep(await h.send("%%%"), .reply, 501, "5.5.2")
+        #expect(!h.session.isAwaitingAuthResponse)
+    }
+
+    @Test func wrongPassword() async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + plain("", "juan@example.com", "nope")), .reply, 535, "5.7.8")
+        #expect(!h.session.info.isAuthenticated)
+        #expect(h.session.info.authenticatedAs == nil)
+    }
+
+    @Test func unknownUser() async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + plain("", "nobody@example.com", "secret")), .reply, 535, "5.7.8")
+    }
+
+    @Test func backendFailure() async {
+        var h = await onTLS()
+        h.policy.authBackendFails = true
+        expectStep(await h.send("AUTH PLAIN " + plain("", "juan@example.com", "secret")), .reply, 454, "4.7.0")
+        #expect(!h.session.info.isAuthenticated)
+    }
+
+    @Test(arguments: ["AUTH CRAM-MD5", "AUTH DIGEST-MD5 abc", "AUTH XOAUTH2 abc", "AUTH", "AUTH PLAINX abc"])
+    func otherMechanism(line: String) async {
+        var h = await onTLS()
+        expectStep(await h.send(line), .reply, 534, "5.7.9")
+        #expect(!h.session.isAwaitingAuthResponse)
+    }
+
+    @Test(arguments: ["%%%", "AGp1YW4", "not base64 at all"])
+    func badBase64Inline(response: String) async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + response), .reply, 501, "5.5.2")
+        #expect(!h.policy.log.contains(prefix: "auth"))
+    }
+
+    @Test func badBase64ViaChallenge() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH PLAIN")
+        expectStep(await h.send("%%%"), .reply, 501, "5.5.2")
+        #expect(!h.session.isAwaitingAuthResponse)
+    }
+
+    @Test(arguments: [base64("juan@example.com\u{0}secret"), base64("no nul at all")])
+    func plainWithoutThreeFields(response: String) async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + response), .reply, 501, "5.5.2")
+    }
+
+    @Test func authzDiffersFromAuthc() async {
+        var h = await onTLS()
+        expectStep(
+            await h.send("AUTH PLAIN " + plain("ana@example.com", "juan@example.com", "secret")), .reply, 501, "5.5.2")
+        #expect(!h.policy.log.contains(prefix: "auth"))
+    }
+
+    @Test func authzEqualToAuthc() async {
+        var h = await onTLS()
+        expectStep(
+            await h.send("AUTH PLAIN " + plain("juan@example.com", "juan@example.com", "secret")), .reply, 235, "2.7.0")
+    }
+
+    @Test func authzAlone() async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + plain("juan@example.com", "", "secret")), .reply, 235, "2.7.0")
+        #expect(h.policy.log.all.last == "auth juan|example.com|secret")
+    }
+
+    @Test func domainIsOptional() async {
+        var h = await onTLS()
+        expectStep(await h.send("AUTH PLAIN " + plain("", "Solo", "pw")), .reply, 235, "2.7.0")
+        #expect(h.policy.log.all.last == "auth solo||pw")
+        #expect(h.session.info.authenticatedUser == "solo")
+        #expect(h.session.info.authenticatedDomain == "")
+    }
+
+    @Test func identitySplitsAtTheFirstAt() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH PLAIN " + plain("", "a@b@example.com", "x"))
+        #expect(h.policy.log.all.last == "auth a|b@example.com|x")
+    }
+
+    @Test func passwordIsPassedRaw() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH PLAIN " + plain("", "juan@example.com", " Pässwörd with spaces "))
+        #expect(h.policy.log.all.last == "auth juan|example.com| Pässwörd with spaces ")
+    }
+
+    @Test func alreadyAuthenticated() async {
+        var h = await onTLS()
+        await h.ok("AUTH PLAIN " + plain("", "juan@example.com", "secret"))
+        expectStep(await h.send("AUTH PLAIN " + plain("", "juan@example.com", "secret")), .reply, 503, "5.5.1")
+        expectStep(await h.send("AUTH LOGIN"), .reply, 503, "5.5.1")
+    }
+
+    @Test func starCancelsPlain() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH PLAIN")
+        let step = await h.send("*")
+        #expect(step.reply.code == 501)
+        #expect(step.kind == .reply)
+        #expect(!h.session.isAwaitingAuthResponse)
+        #expect(!h.session.info.isAuthenticated)
+        #expect(!h.policy.log.contains(prefix: "auth"))
+        // Back to commands.
+        expectStep(await h.send("NOOP"), .reply, 250, "2.0.0")
+    }
+
+    @Test func starCancelsLogin() async {
+        var h = await onTLS()
+        _ = await h.send("AUTH LOGIN")
+        expectStep(await h.send("*"), .reply, 501)
+        #expect(!h.session.isAwaitingAuthResponse)
+        _ = await h.send("AUTH LOGIN")
+        _ = await h.send(base64("juan@example.com"))
+        expectStep(await h.send("*"), .reply, 501)
+        #expect(!h.session.isAwaitingAuthResponse)
+        #expect(!h.policy.log.contains(prefix: "auth"))
+        // A new attempt works from the start.
+        expectStep(await h.send("AUTH PLAIN " + plain("", "juan@example.com", "secret")), .reply, 235, "2.7.0")
+    }
+
+    @Test func authThenRelayOnSubmission() async {
+        var h = Harness(mode: .submission)
+        expectStep(await h.send("MAIL FROM:<juan@example.com>"), .reply, 550, "5.7.9")
+        await h.authenticate()
+        await h.ok("MAIL FROM:<juan@example.com>", "RCPT TO:<friend@elsewhere.example>")
+        expectStep(await h.send("DATA"), .readData, 354)
+    }
+}
+
+@Suite struct ErrorBudgetTests {
+    @Test func thirdErrorBecomes421AndCloses() {
+        var s = Session(mode: .smtp, hostname: "h", maxDataSize: 1, onTLS: false)
+        let first = SessionStep.reply(Reply(500, "5.5.1 Unknown command"))
+        let second = SessionStep.reply(Reply(501, "5.1.7 Sender address malformed"))
+        let third = SessionStep.reply(Reply(503, "5.5.1 Sender not yet given"))
+        #expect(s.account(first) == first)
+        #expect(s.account(second) == second)
+        let replaced = s.account(third)
+        expectStep(replaced, .close, 421, "4.5.0")
+    }
+
+    @Test func successesDoNotCount() {
+        var s = Session(mode: .smtp, hostname: "h", maxDataSize: 1, onTLS: false)
+        let error = SessionStep.reply(Reply(550, "5.1.1 unknown"))
+        let good: [SessionStep] = [
+            .reply(Reply(250, "2.0.0 OK")), .readData(Reply(354, "go")), .authChallenge(Reply(334, "")),
+            .startTLS(Reply(220, "2.0.0 go")), .reply(Reply(399, "x")),
+        ]
+        #expect(s.account(error) == error)
+        for step in good { #expect(s.account(step) == step) }
+        #expect(s.account(error) == error)
+        for step in good { #expect(s.account(step) == step) }
+        expectStep(s.account(error), .close, 421, "4.5.0")
+    }
+
+    @Test func fourHundredCountsAsError() {
+        var s = Session(mode: .smtp, hostname: "h", maxDataSize: 1, onTLS: false)
+        let temp = SessionStep.reply(Reply(400, "4.0.0 x"))
+        #expect(s.account(temp) == temp)
+        let lookup = SessionStep.reply(Reply(451, "4.4.3 Temporary error checking address"))
+        #expect(s.account(lookup) == lookup)
+        expectStep(s.account(.reply(Reply(452, "4.5.3 Too many recipients"))), .close, 421, "4.5.0")
+    }
+
+    @Test func budgetThroughTheDialogue() async {
+        var h = Harness()
+        var steps: [SessionStep] = []
+        for line in ["EHLO a", "FOO", "NOOP", "RCPT TO:<juan@example.com>", "MAIL FROM:<a@remote.example>", "BAR"] {
+            let step = await h.send(line)
+            steps.append(h.session.account(step))
+        }
+        expectStep(steps[0], .reply, 250)
+        expectStep(steps[1], .reply, 500, "5.5.1")
+        expectStep(steps[2], .reply, 250, "2.0.0")
+        expectStep(steps[3], .reply, 503, "5.5.1")
+        expectStep(steps[4], .reply, 250, "2.1.5")
+        expectStep(steps[5], .close, 421, "4.5.0")
+    }
+
+    @Test func authFailuresShareTheBudget() async {
+        var h = Harness()
+        h.session.tlsEstablished(serverName: nil)
+        let bad = "AUTH PLAIN " + plain("", "juan@example.com", "wrong")
+        var steps: [SessionStep] = []
+        for _ in 0..<3 {
+            let step = await h.send(bad)
+            steps.append(h.session.account(step))
+        }
+        expectStep(steps[0], .reply, 535, "5.7.8")
+        expectStep(steps[1], .reply, 535, "5.7.8")
+        expectStep(steps[2], .close, 421, "4.5.0")
+    }
+}
+
+@Suite struct ReplyTests {
+    @Test func singleLine() {
+        let r = Reply(250, "2.0.0 OK")
+        #expect(r.lines == ["2.0.0 OK"])
+        #expect(r.encoded == "250 2.0.0 OK\r\n")
+        #expect(r.description == "250 2.0.0 OK")
+        #expect(!r.isError)
+    }
+
+    @Test func multiLine() {
+        let r = Reply(250, lines: ["a", "b", "c"])
+        #expect(r.encoded == "250-a\r\n250-b\r\n250 c\r\n")
+        #expect(r.text == "a\nb\nc")
+        #expect(Reply(250, "a\nb") == Reply(250, lines: ["a", "b"]))
+    }
+
+    @Test func emptyText() {
+        #expect(Reply(334, "").encoded == "334 \r\n")
+        #expect(Reply(334, lines: []).encoded == "334 \r\n")
+    }
+
+    @Test func isError() {
+        #expect(Reply(400, "").isError)
+        #expect(Reply(554, "").isError)
+        #expect(!Reply(399, "").isError)
+        #expect(!Reply(354, "").isError)
+    }
+}
