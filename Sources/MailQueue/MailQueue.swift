@@ -89,6 +89,7 @@ public actor MailQueue {
     let log: MailLog
     private var items: [String: Queue_Message] = [:]
     private var loops: [String: Task<Void, Never>] = [:]
+    private var inFlight = 0
 
     public init(settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog) {
         self.settings = settings
@@ -118,10 +119,14 @@ public actor MailQueue {
     /// returns, the message is on disk: data fsynced, envelope fsynced,
     /// directory fsynced. On error the spool is discarded.
     public func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
-        guard items.count < settings.maxItems else {
+        // Count puts still resolving aliases too, so concurrent puts cannot
+        // overshoot the limit while they wait.
+        guard items.count + inFlight < settings.maxItems else {
             spool.discard()
             throw .full
         }
+        inFlight += 1
+        defer { inFlight -= 1 }
         var message = Queue_Message()
         message.from = from
         message.to = to
@@ -340,7 +345,12 @@ public actor MailQueue {
         if undelivered && message.from != "<>" {
             let data = (try? readFile(dataPath(id))) ?? []
             let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message))
-            _ = try? await put(from: "<>", to: [message.from], data: dsn)
+            do {
+                let dsnID = try await put(from: "<>", to: [message.from], data: dsn)
+                log.write("\(id) from=\(message.from) DSN queued as \(dsnID)")
+            } catch {
+                log.write("\(id) from=\(message.from) failed to queue DSN: \(error)")
+            }
         }
         try? removeFile(envelopePath(id))
         try? removeFile(dataPath(id))

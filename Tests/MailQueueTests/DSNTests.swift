@@ -20,7 +20,9 @@ import Testing
         }
         let h = Harness(
             aliases: ["list@local.com": [Recipient("m1@remote.org"), Recipient("m2@remote.org")]],
-            giveUpAfter: .seconds(1), remote: remote)
+            giveUpAfter: .seconds(1),
+            remote: remote
+        )
         _ = try await h.queue.load()
         let start = ContinuousClock.now
         let id = try await h.put(from: "s@local.com", to: ["zed@remote.org", "list@local.com"], data: Self.original)
@@ -42,8 +44,12 @@ import Testing
         #expect(mail.value("Subject") == "Mail delivery failed: returning message to sender")
         #expect(matches(mail.value("Message-ID") ?? "", "<chasquid-dsn-[A-Za-z0-9_-]{11}@local\\.com>"))
         #expect(
-            matches(mail.value("Date") ?? "", "[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [-+][0-9]{4}"),
-            "\(mail.value("Date") ?? "no Date")")
+            matches(
+                mail.value("Date") ?? "",
+                "[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [-+][0-9]{4}"
+            ),
+            "\(mail.value("Date") ?? "no Date")"
+        )
         #expect(mail.value("In-Reply-To") == "<orig-1@local.com>")
         #expect(mail.value("References") == "<orig-1@local.com>")
         #expect(mail.headerLines.contains("X-Failed-Recipients: list@local.com, zed@remote.org, "))
@@ -144,7 +150,8 @@ import Testing
     func reportingDomainForANonLocalSender(to: [String], domain: String) async throws {
         let h = Harness(
             local: .always(.permanent("no")),
-            remote: FakeCourier { to, _ in to == "s@remote.org" ? .sent : .permanent("no") })
+            remote: FakeCourier { to, _ in to == "s@remote.org" ? .sent : .permanent("no") }
+        )
         _ = try await h.queue.load()
         _ = try await h.put(from: "s@remote.org", to: to, data: Self.original)
         #expect(await eventually { await !h.remote.calls(to: "s@remote.org").isEmpty })
@@ -159,7 +166,9 @@ import Testing
     /// The DSN goes to the sender through the aliases.
     @Test func theDSNIsAliasExpanded() async throws {
         let h = Harness(
-            aliases: ["s@local.com": [Recipient("real@local.com")]], remote: .always(.permanent("550 no")))
+            aliases: ["s@local.com": [Recipient("real@local.com")]],
+            remote: .always(.permanent("550 no"))
+        )
         _ = try await h.queue.load()
         _ = try await h.put(from: "s@local.com", to: ["r@remote.org"], data: Self.original)
         #expect(await eventually { await !h.local.calls(to: "real@local.com").isEmpty })
@@ -177,7 +186,10 @@ import Testing
         r.lastFailureMessage = "  550 no  \n"
         message.rcpt = [r]
         let big = Array("Subject: big\n\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 300 * 1024)
-        let dsn = String(decoding: DSN.make(for: message, originalData: big, reportingDomain: "local.com"), as: UTF8.self)
+        let dsn = String(
+            decoding: DSN.make(for: message, originalData: big, reportingDomain: "local.com"),
+            as: UTF8.self
+        )
         let mail = ParsedMail(dsn)
         #expect(mail.headerLines.contains("In-Reply-To: "))
         #expect(mail.headerLines.contains("References: "))

@@ -17,11 +17,16 @@ import Testing
         _ = try await h.queue.load()
         let data = "Subject: routes\n\nbody\n"
         let id = try await h.put(
-            from: "s@local.com", to: ["u@local.com", "r@remote.org", "pipe@local.com", "fwd@local.com"], data: data)
+            from: "s@local.com",
+            to: ["u@local.com", "r@remote.org", "pipe@local.com", "fwd@local.com"],
+            data: data
+        )
 
         #expect(await h.waitForLine("\(id) from=s@local.com all done"))
         #expect(await h.local.calls == [.init(from: "s@local.com", to: "u@local.com", data: Array(data.utf8))])
-        #expect(await h.pipe.calls == [.init(from: "s@local.com", to: "/usr/bin/deliver --to x", data: Array(data.utf8))])
+        #expect(
+            await h.pipe.calls == [.init(from: "s@local.com", to: "/usr/bin/deliver --to x", data: Array(data.utf8))]
+        )
         let remote = await h.remote.calls
         #expect(Set(remote.map(\.to)) == ["r@remote.org", "f@far.org"])
         #expect(remote.allSatisfy { $0.from == "s@local.com" && $0.data == Array(data.utf8) })
@@ -45,7 +50,10 @@ import Testing
         ])
         _ = try await h.queue.load()
         let id = try await h.put(
-            from: "user@dodo.org", to: ["alias@local.com", "fwd@local.com", "u@local.com"], data: "x\n")
+            from: "user@dodo.org",
+            to: ["alias@local.com", "fwd@local.com", "u@local.com"],
+            data: "x\n"
+        )
         #expect(await h.waitForLine("\(id) from=user@dodo.org all done"))
         #expect(await h.local.calls.map(\.from) == ["user@dodo.org"])
         #expect(await h.remote.calls(to: "x@remote.org").map(\.from) == ["alias+fwd_from=user=dodo.org@local.com"])
@@ -90,9 +98,14 @@ import Testing
                 "\(id) from=<> to=b@local.com failed (temporary): mailbox busy",
                 "\(id) from=<> to=b@local.com sent",
                 "\(id) from=<> to=c@local.com failed (permanent): no such user",
-            ])
+            ]
+        )
         let lines = h.lines(of: id)
-        #expect(lines.firstIndex(of: "\(id) from=<> completed loop, next in 300ms")! < lines.firstIndex(of: "\(id) from=<> to=b@local.com sent")!)
+        #expect(
+            lines.firstIndex(of: "\(id) from=<> completed loop, next in 300ms")! < lines.firstIndex(
+                of: "\(id) from=<> to=b@local.com sent"
+            )!
+        )
         #expect(lines.last == "\(id) from=<> all done")
         #expect(h.files() == [])
     }

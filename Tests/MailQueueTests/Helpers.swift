@@ -25,7 +25,10 @@ final class TempDir: Sendable {
     func script(_ name: String, _ body: String) -> String {
         let file = path + "/" + name
         _ = FileManager.default.createFile(
-            atPath: file, contents: Data(("#!/bin/sh\n" + body + "\n").utf8), attributes: [.posixPermissions: 0o755])
+            atPath: file,
+            contents: Data(("#!/bin/sh\n" + body + "\n").utf8),
+            attributes: [.posixPermissions: 0o755]
+        )
         return file
     }
 }
@@ -95,14 +98,19 @@ struct Harness {
                 if failing.contains(address) { throw ResolveFailure(description: "cannot resolve \(address)") }
                 return aliases[address] ?? [Recipient(address)]
             },
-            isLocal: { localDomains.contains($0) })
+            isLocal: { localDomains.contains($0) }
+        )
         queue = MailQueue(
             settings: QueueSettings(
-                directory: dir.path + "/queue", maxItems: maxItems, giveUpAfter: giveUpAfter,
-                retryDelay: { _ in retryDelay }),
+                directory: dir.path + "/queue",
+                maxItems: maxItems,
+                giveUpAfter: giveUpAfter,
+                retryDelay: { _ in retryDelay }
+            ),
             environment: environment,
             couriers: Couriers(local: local, pipe: pipe, remote: remote),
-            log: log)
+            log: log
+        )
     }
 
     /// Queues `data` through a spool file, as the SMTP server does.
@@ -144,7 +152,10 @@ func matches(_ text: String, _ pattern: String) -> Bool {
 }
 
 func isQueueID(_ id: String) -> Bool {
-    id.utf8.count == 11 && id.unicodeScalars.allSatisfy { ($0.isASCII && $0.properties.isAlphabetic) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" }
+    id.utf8.count == 11
+        && id.unicodeScalars.allSatisfy {
+            ($0.isASCII && $0.properties.isAlphabetic) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_"
+        }
 }
 
 func fileMode(_ path: String) -> Int? {

@@ -13,16 +13,29 @@ import Testing
         #expect(
             mda.expandedArguments(from: "jo@from.org", to: "ana@local.com")
                 == [
-                    "-f", "jo@from.org", "-d", "ana", "jo@from.org", "jo", "from.org", "ana@local.com", "ana", "local.com",
-                ])
+                    "-f", "jo@from.org", "-d", "ana", "jo@from.org", "jo", "from.org", "ana@local.com", "ana",
+                    "local.com",
+                ]
+        )
         // Several in one argument, and unknown ones left alone.
-        let mixed = MDACourier(binary: "/bin/true", arguments: ["%to_user%+%from_user%@%to_domain%", "%unknown%", "100%"])
-        #expect(mixed.expandedArguments(from: "jo@from.org", to: "ana@local.com") == ["ana+jo@local.com", "%unknown%", "100%"])
+        let mixed = MDACourier(
+            binary: "/bin/true",
+            arguments: ["%to_user%+%from_user%@%to_domain%", "%unknown%", "100%"]
+        )
+        #expect(
+            mixed.expandedArguments(from: "jo@from.org", to: "ana@local.com") == [
+                "ana+jo@local.com", "%unknown%", "100%",
+            ]
+        )
     }
 
     @Test func theNullSender() {
         let mda = MDACourier(binary: "/bin/true", arguments: Self.placeholders)
-        #expect(mda.expandedArguments(from: "<>", to: "ana@local.com") == ["<>", "<>", "", "ana@local.com", "ana", "local.com"])
+        #expect(
+            mda.expandedArguments(from: "<>", to: "ana@local.com") == [
+                "<>", "<>", "", "ana@local.com", "ana", "local.com",
+            ]
+        )
     }
 
     /// Like Go's strings.Replacer: one pass, left to right, so a placeholder
@@ -45,7 +58,10 @@ import Testing
     }
 
     @Test func sanitisedPartsFeedTheUserAndDomain() {
-        let mda = MDACourier(binary: "/bin/true", arguments: ["%from_user%", "%from_domain%", "%to_user%", "%to_domain%"])
+        let mda = MDACourier(
+            binary: "/bin/true",
+            arguments: ["%from_user%", "%from_domain%", "%to_user%", "%to_domain%"]
+        )
         #expect(mda.expandedArguments(from: "a;b@c d.com", to: "x$(rm)@y/z") == ["ab", "cd.com", "xrm", "yz"])
     }
 
@@ -56,7 +72,11 @@ import Testing
         let out = dir.path + "/out"
         let script = dir.script("mda", "cat > \"$1\"; printf '%s|%s|%s' \"$2\" \"$3\" \"$4\" > \"$1.args\"")
         let mda = MDACourier(binary: "/bin/sh", arguments: [script, out, "%from%", "%to_user%", "%to_domain%"])
-        let result = await mda.deliver(from: "s@from.org", to: "ana@local.com", data: Array("Subject: x\n\nline 1\nline 2\n".utf8))
+        let result = await mda.deliver(
+            from: "s@from.org",
+            to: "ana@local.com",
+            data: Array("Subject: x\n\nline 1\nline 2\n".utf8)
+        )
         #expect(result == .sent)
         #expect(try readFile(out) == Array("Subject: x\r\n\r\nline 1\r\nline 2\r\n".utf8))
         #expect(String(decoding: try readFile(out + ".args"), as: UTF8.self) == "s@from.org|ana|local.com")
@@ -64,14 +84,20 @@ import Testing
 
     @Test func exit75IsTemporary() async {
         let dir = TempDir()
-        let mda = MDACourier(binary: "/bin/sh", arguments: [dir.script("mda", "cat > /dev/null; printf 'mailbox locked'; exit 75")])
+        let mda = MDACourier(
+            binary: "/bin/sh",
+            arguments: [dir.script("mda", "cat > /dev/null; printf 'mailbox locked'; exit 75")]
+        )
         let result = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8))
         #expect(result == .temporary("MDA delivery failed: exit status 75 - \"mailbox locked\""))
     }
 
     @Test func otherExitsArePermanent() async {
         let dir = TempDir()
-        let mda = MDACourier(binary: "/bin/sh", arguments: [dir.script("mda", "printf 'oops'; printf ' \"err\"' >&2; exit 1")])
+        let mda = MDACourier(
+            binary: "/bin/sh",
+            arguments: [dir.script("mda", "printf 'oops'; printf ' \"err\"' >&2; exit 1")]
+        )
         let result = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8))
         #expect(result == .permanent("MDA delivery failed: exit status 1 - \"oops \\\"err\\\"\""))
     }
@@ -112,7 +138,11 @@ import Testing
         let dir = TempDir()
         let out = dir.path + "/out"
         let script = dir.script("pipe", "cat > \"$1\"; echo \"$#|$2\" > \"$1.args\"")
-        let result = await PipeCourier().deliver(from: "s@x", to: "/bin/sh \(script)\t\(out)   second ", data: Array("a\nb\r\n".utf8))
+        let result = await PipeCourier().deliver(
+            from: "s@x",
+            to: "/bin/sh \(script)\t\(out)   second ",
+            data: Array("a\nb\r\n".utf8)
+        )
         #expect(result == .sent)
         #expect(try readFile(out) == Array("a\nb\r\n".utf8))
         #expect(String(decoding: try readFile(out + ".args"), as: UTF8.self) == "2|second\n")
@@ -122,7 +152,10 @@ import Testing
         let dir = TempDir()
         for body in ["exit 75", "exit 1", "sleep 20"] {
             let result = await PipeCourier(timeout: .milliseconds(300)).deliver(
-                from: "s@x", to: "/bin/sh " + dir.script("pipe", body), data: Array("x\n".utf8))
+                from: "s@x",
+                to: "/bin/sh " + dir.script("pipe", body),
+                data: Array("x\n".utf8)
+            )
             guard case .permanent = result else {
                 Issue.record("\(body): expected a permanent failure, got \(result)")
                 continue

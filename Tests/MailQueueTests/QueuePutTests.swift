@@ -13,12 +13,19 @@ import Testing
     /// Every courier fails temporarily and the next round is far away, so the
     /// item stays on disk as `put` wrote it.
     static func idleHarness(
-        aliases: [String: [Recipient]] = [:], failing: Set<String> = [], maxItems: Int = 100
+        aliases: [String: [Recipient]] = [:],
+        failing: Set<String> = [],
+        maxItems: Int = 100
     ) -> Harness {
         Harness(
-            aliases: aliases, failing: failing, maxItems: maxItems, retryDelay: .seconds(600),
-            local: .always(.temporary("later")), remote: .always(.temporary("later")),
-            pipe: .always(.temporary("later")))
+            aliases: aliases,
+            failing: failing,
+            maxItems: maxItems,
+            retryDelay: .seconds(600),
+            local: .always(.temporary("later")),
+            remote: .always(.temporary("later")),
+            pipe: .always(.temporary("later"))
+        )
     }
 
     @Test func putWritesTheEnvelopeAndTheData() async throws {
@@ -60,14 +67,17 @@ import Testing
         let created = m.createdAtTs.date
         #expect(created >= before.addingTimeInterval(-1) && created <= Date().addingTimeInterval(1))
 
-        let rcpts = m.rcpt.map { [$0.address, DSN.typeName($0.type), $0.originalAddress, $0.via.joined(separator: ",")] }
+        let rcpts = m.rcpt.map {
+            [$0.address, DSN.typeName($0.type), $0.originalAddress, $0.via.joined(separator: ",")]
+        }
         #expect(
             rcpts == [
                 ["u@local.com", "EMAIL", "u@local.com", ""],
                 ["a@remote.org", "EMAIL", "list@local.com", ""],
                 ["/usr/bin/procmail -d x", "PIPE", "list@local.com", ""],
                 ["b@far.org", "FORWARD", "list@local.com", "mx1.far.org,mx2.far.org"],
-            ])
+            ]
+        )
         #expect(m.rcpt.allSatisfy { $0.status == .pending })
 
         #expect(await h.queue.count == 1)
