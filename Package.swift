@@ -138,6 +138,10 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ChasquidServerTests", dependencies: ["ChasquidServer", "SMTPServer", "SMTPCore", "ChildProcess"],
+            swiftSettings: strictSettings),
         .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
     ]
 )

@@ -62,6 +62,14 @@ public struct Envelope: Equatable, Sendable {
     public var recipients: [String] = []
 }
 
+/// A policy refusal worth a mail-log line (COMPAT.md §18): who, and why, in
+/// chasquid's words.
+public struct Rejection: Equatable, Sendable {
+    public var from: String?
+    public var to: [String]
+    public var reason: String
+}
+
 /// What the connection must do next.
 public enum SessionStep: Equatable, Sendable {
     case reply(Reply)
@@ -83,6 +91,9 @@ public enum SessionStep: Equatable, Sendable {
 public struct Session: Sendable {
     public private(set) var info: SessionInfo
     public private(set) var envelope: Envelope?
+    /// Set when the last command was refused for a reason the mail log
+    /// records; cleared by the next command.
+    public private(set) var rejection: Rejection?
     /// The identity of the last AUTH attempt, for the mail log.
     public private(set) var lastAuthIdentity: String?
     public let maxDataSize: Int
@@ -128,6 +139,7 @@ public struct Session: Sendable {
     /// Handles one command line and returns what to do. Replies are not yet
     /// accounted: pass the result through `account`.
     public mutating func handle(_ command: Command, policy: some SessionPolicy) async -> SessionStep {
+        rejection = nil
         switch command.verb {
         case "HELO": return hello(command, extended: false)
         case "EHLO": return hello(command, extended: true)
@@ -188,6 +200,7 @@ public struct Session: Sendable {
         do {
             parsed = try Mailbox.parse(token)
         } catch {
+            rejection = Rejection(from: token, to: [], reason: "malformed address: \(error.reason)")
             return .reply(Reply(501, "5.1.7 Sender address malformed"))
         }
         guard case .address(let address) = parsed else {
@@ -199,7 +212,10 @@ public struct Session: Sendable {
         guard address.utf8.count <= SMTPDefaults.maxAddressLength else {
             return .reply(Reply(501, "5.1.7 Sender address too long"))
         }
-        if let refusal = await policy.checkSender(address, session: info) { return .reply(refusal) }
+        if let refusal = await policy.checkSender(address, session: info) {
+            rejection = Rejection(from: address, to: [], reason: refusal.text)
+            return .reply(refusal)
+        }
         let from: String
         do {
             from = try Normalize.domainToUnicode(address)
@@ -226,6 +242,7 @@ public struct Session: Sendable {
             return .reply(Reply(452, "4.5.3 Too many recipients"))
         }
         guard case .address(let raw) = try? Mailbox.parse(token), raw.contains("@") else {
+            rejection = Rejection(from: current.from, to: [token], reason: "malformed address: \(token)")
             return .reply(Reply(501, "5.1.3 Malformed destination address"))
         }
         let address: String
@@ -241,15 +258,27 @@ public struct Session: Sendable {
         var recipient = address
         if !policy.isLocal(domain: domain) {
             // Never an open relay: only authenticated users send elsewhere [SEC].
-            guard info.isAuthenticated else { return .reply(Reply(503, "5.7.1 Relay not allowed")) }
+            guard info.isAuthenticated else {
+                rejection = Rejection(from: current.from, to: [address], reason: "relay not allowed")
+                return .reply(Reply(503, "5.7.1 Relay not allowed"))
+            }
         } else {
-            guard let normalized = try? Normalize.address(address) else {
+            let normalized: String
+            do {
+                normalized = try Normalize.address(address)
+            } catch {
+                rejection = Rejection(from: current.from, to: [address], reason: "invalid address: \(error)")
                 return .reply(Reply(550, "5.1.3 Destination address is invalid"))
             }
             switch await policy.recipientExists(normalized) {
             case .exists: break
-            case .unknown: return .reply(Reply(550, "5.1.1 Destination address is unknown (user does not exist)"))
-            case .lookupFailed: return .reply(Reply(451, "4.4.3 Temporary error checking address"))
+            case .unknown:
+                rejection = Rejection(from: current.from, to: [address], reason: "local user does not exist")
+                return .reply(Reply(550, "5.1.1 Destination address is unknown (user does not exist)"))
+            case .lookupFailed(let reason):
+                rejection = Rejection(
+                    from: current.from, to: [address], reason: "error checking if user exists: \(reason)")
+                return .reply(Reply(451, "4.4.3 Temporary error checking address"))
             }
             // Local recipients are kept Addr-normalised (COMPAT.md §8), as chasquid does.
             recipient = normalized
@@ -280,6 +309,18 @@ public struct Session: Sendable {
 
     /// Ends the DATA transaction. A successful one resets the envelope.
     public mutating func dataReceived(_ outcome: DataOutcome) -> SessionStep {
+        rejection = nil
+        if let envelope {
+            switch outcome {
+            case .tooBig:
+                rejection = Rejection(from: envelope.from, to: envelope.recipients, reason: "message too big")
+            case .processed(let reply) where reply.code == 554 && reply.text.hasPrefix("5."):
+                // The DATA checks (header block, loops). Hook refusals are logged by the server.
+                rejection = Rejection(from: envelope.from, to: envelope.recipients, reason: reply.text)
+            default:
+                break
+            }
+        }
         switch outcome {
         case .tooBig:
             envelope = nil

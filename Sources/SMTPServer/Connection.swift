@@ -180,11 +180,8 @@ struct Connection {
         ]
         let verb = known.contains(command.verb) ? command.verb : "unknown<\\\"\(command.verb.prefix(6))\\\">"
         logger.info("\(prefix) \(verb) failed: \(reply.code)  \(reply.text)")
-        if ["MAIL", "RCPT", "DATA"].contains(command.verb) {
-            let to = session.envelope?.recipients ?? []
-            var from = session.envelope?.from
-            if command.verb == "MAIL" { from = nil }
-            mailLog.rejected(remote: facts.remoteAddress, from: from, to: to, reason: reply.text)
+        if let rejection = session.rejection {
+            mailLog.rejected(remote: facts.remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
         }
     }
 

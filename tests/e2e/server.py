@@ -1,0 +1,376 @@
+"""A helper that runs our chasquid daemon on loopback for end-to-end tests.
+
+`ChasquidServer` lays out a config dir (COMPAT.md §2) under a short
+temporary directory, starts `.build/debug/chasquid -config_dir=<dir>`, waits
+until every listener is up, and stops it again. It can be restarted on the
+same directories (after rewriting chasquid.conf) and killed with SIGKILL.
+
+Layout, all under `base` (a short /tmp dir, because the local RPC Unix
+socket lives in the data dir and socket paths are limited to ~108 bytes):
+
+    base/conf/chasquid.conf
+    base/conf/certs/mail.example.com/{fullchain,privkey}.pem
+    base/conf/certs/other.example.org/{fullchain,privkey}.pem
+    base/conf/domains/example.com/{users,aliases}
+    base/conf/hooks/post-data              (only if a hook is given)
+    base/data/                             data_dir
+    base/mail/<user>/                      one Maildir per local user
+    base/mail.log                          mail_log_path
+    base/stderr.log                        the daemon's stderr (its log)
+
+Environment: CHASQUID, CHASQUID_UTIL, MAILDIR_DELIVER override the
+binaries (relative paths are taken from the repo root).
+"""
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+HOSTNAME = "mail.example.com"
+OTHER_NAME = "other.example.org"
+DOMAIN = "example.com"
+USER = "user@example.com"
+PASSWORD = "secret"
+RECEIVE_ONLY = "recv@example.com"
+
+DEFAULT_ALIASES = """\
+# test aliases
+info: user
+postmaster: user
+"""
+
+
+def binary(env_name, default):
+    path = Path(os.environ.get(env_name, default))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def chasquid_bin():
+    return binary("CHASQUID", ".build/debug/chasquid")
+
+
+def chasquid_util_bin():
+    return binary("CHASQUID_UTIL", ".build/debug/chasquid-util")
+
+
+def maildir_deliver_bin():
+    return binary("MAILDIR_DELIVER", ".build/debug/maildir-deliver")
+
+
+def wait_for_binaries(timeout=120):
+    """The lead may be rebuilding; a binary can be briefly missing."""
+    deadline = time.monotonic() + timeout
+    bins = [chasquid_bin(), chasquid_util_bin(), maildir_deliver_bin()]
+    while True:
+        missing = [b for b in bins if not (b.is_file() and os.access(b, os.X_OK))]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"binaries not built: {missing}")
+        time.sleep(2)
+
+
+def retry_busy(fn, timeout=120):
+    """Calls fn(), retrying while the binary is being rewritten by a build
+    (ETXTBSY) or briefly missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except OSError as e:
+            if e.errno not in (errno.ETXTBSY, errno.ENOENT) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def run_bin(cmd, **kwargs):
+    """subprocess.run with retry_busy; captures output, stdin /dev/null."""
+    kwargs.setdefault("capture_output", True)
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+    kwargs.setdefault("timeout", 60)
+    return retry_busy(lambda: subprocess.run([str(c) for c in cmd], **kwargs))
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_cert(directory, name):
+    """Self-signed certificate for `name` in `directory` (certbot layout)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-days", "30", "-subj", f"/CN={name}",
+            "-addext", f"subjectAltName=DNS:{name}",
+            "-keyout", str(directory / "privkey.pem"),
+            "-out", str(directory / "fullchain.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+_CERT_CACHE = None
+
+
+def cached_certs():
+    """Makes the two certificates once per test session (openssl and RSA
+    key generation are the slowest part of a fresh layout)."""
+    global _CERT_CACHE
+    if _CERT_CACHE is None or not _CERT_CACHE.is_dir():
+        d = Path(tempfile.mkdtemp(prefix="cqcerts"))
+        make_cert(d / HOSTNAME, HOSTNAME)
+        make_cert(d / OTHER_NAME, OTHER_NAME)
+        _CERT_CACHE = d
+    return _CERT_CACHE
+
+
+_USERS_CACHE = None
+
+
+def cached_users_file():
+    """A users file for example.com, made with our chasquid-util once per
+    session (scrypt in a debug build takes a moment per user)."""
+    global _USERS_CACHE
+    if _USERS_CACHE is None or not _USERS_CACHE.is_file():
+        d = Path(tempfile.mkdtemp(prefix="cqusers"))
+        conf = d / "conf"
+        (conf / "domains" / DOMAIN).mkdir(parents=True)
+        (conf / "chasquid.conf").write_text(
+            f'hostname: "{HOSTNAME}"\ndata_dir: "{d / "data"}"\n')
+        util = chasquid_util_bin()
+        for cmd in (
+            [util, f"-C={conf}", "user-add", USER, f"--password={PASSWORD}"],
+            [util, f"-C={conf}", "user-add", RECEIVE_ONLY, "--receive_only"],
+        ):
+            p = run_bin(cmd)
+            if p.returncode != 0:
+                raise RuntimeError(f"{cmd}: {p.returncode} {p.stdout!r} {p.stderr!r}")
+        _USERS_CACHE = conf / "domains" / DOMAIN / "users"
+    return _USERS_CACHE
+
+
+def cleanup_caches():
+    for c in (_CERT_CACHE, _USERS_CACHE and _USERS_CACHE.parents[3]):
+        if c:
+            shutil.rmtree(c, ignore_errors=True)
+
+
+class ChasquidServer:
+    """One chasquid daemon and its directories.
+
+    Attributes: base, config_dir, data_dir, mail_dir, mail_log_path,
+    stderr_path, smtp_port, submission_port, tls_port, proc.
+    """
+
+    def __init__(self, base=None, aliases=DEFAULT_ALIASES, post_data_hook=None,
+                 max_data_size_mb=None, extra_conf="", flags=(), extra_env=None):
+        wait_for_binaries()
+        self.base = Path(base or tempfile.mkdtemp(prefix="cqs", dir="/tmp"))
+        self.config_dir = self.base / "conf"
+        self.data_dir = self.base / "data"
+        self.mail_dir = self.base / "mail"
+        self.mail_log_path = self.base / "mail.log"
+        self.stderr_path = self.base / "stderr.log"
+        self.smtp_port = free_port()
+        self.submission_port = free_port()
+        self.tls_port = free_port()
+        self.flags = list(flags)
+        self.extra_env = dict(extra_env or {})
+        self.proc = None
+        self._stderr_file = None
+        self._layout(aliases, post_data_hook)
+        self.write_conf(max_data_size_mb=max_data_size_mb, extra=extra_conf)
+
+    # ---- layout ----
+
+    def _layout(self, aliases, post_data_hook):
+        certs = self.config_dir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        cache = cached_certs()
+        for name in (HOSTNAME, OTHER_NAME):
+            shutil.copytree(cache / name, certs / name, dirs_exist_ok=True)
+        dom = self.config_dir / "domains" / DOMAIN
+        dom.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached_users_file(), dom / "users")
+        if aliases is not None:
+            (dom / "aliases").write_text(aliases)
+        self.data_dir.mkdir(exist_ok=True)
+        self.mail_dir.mkdir(exist_ok=True)
+        if post_data_hook is not None:
+            self.set_hook(post_data_hook)
+
+    def set_hook(self, script):
+        hooks = self.config_dir / "hooks"
+        hooks.mkdir(exist_ok=True)
+        path = hooks / "post-data"
+        path.write_text(script)
+        path.chmod(0o755)
+        return path
+
+    def conf_text(self, mda_bin=None, mda_args=None, max_data_size_mb=None, extra=""):
+        mda_bin = mda_bin or str(maildir_deliver_bin())
+        mda_args = mda_args or [f"{self.mail_dir}/%to_user%"]
+        lines = [
+            f'hostname: "{HOSTNAME}"',
+            f'smtp_address: "127.0.0.1:{self.smtp_port}"',
+            f'submission_address: "127.0.0.1:{self.submission_port}"',
+            f'submission_over_tls_address: "127.0.0.1:{self.tls_port}"',
+            f'data_dir: "{self.data_dir}"',
+            f'mail_log_path: "{self.mail_log_path}"',
+            f'mail_delivery_agent_bin: "{mda_bin}"',
+        ]
+        lines += [f'mail_delivery_agent_args: "{a}"' for a in mda_args]
+        if max_data_size_mb is not None:
+            lines.append(f"max_data_size_mb: {max_data_size_mb}")
+        if extra:
+            lines.append(extra)
+        return "\n".join(lines) + "\n"
+
+    def write_conf(self, **kwargs):
+        (self.config_dir / "chasquid.conf").write_text(self.conf_text(**kwargs))
+
+    # ---- process control ----
+
+    def start(self, timeout=30):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._log_offset = self.mail_log_path.stat().st_size if self.mail_log_path.exists() else 0
+        self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
+        self._stderr_file = open(self.stderr_path, "ab")
+        cmd = [str(chasquid_bin()), f"-config_dir={self.config_dir}",
+               # Never let a queued remote message leave the machine.
+               "-testing__outgoing_smtp_port=1", *self.flags]
+        self.proc = retry_busy(lambda: subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
+            stderr=self._stderr_file, cwd=str(self.base),
+            env={**os.environ, **self.extra_env}))
+        want = [f"127.0.0.1:{p}" for p in (self.smtp_port, self.submission_port, self.tls_port)]
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.mail_log()[self._log_offset:] if self.mail_log_path.exists() else ""
+            err = self.stderr()
+            if all(f"listening on {a}" in text or f"listening on {a}" in err for a in want):
+                if all(self._port_open(a) for a in want):
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"chasquid exited with {self.proc.returncode} during startup:\n{err}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"chasquid did not start listening in {timeout}s:\n{err}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _port_open(addr):
+        host, port = addr.rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def _reap(self):
+        if self._stderr_file:
+            self._stderr_file.close()
+            self._stderr_file = None
+
+    def stop(self, timeout=10):
+        """SIGTERM, then SIGKILL. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        self._reap()
+        return self.proc.returncode
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._reap()
+
+    def restart(self, **conf):
+        """Stops (SIGTERM) and starts again on the same directories; with
+        keyword arguments, chasquid.conf is rewritten first."""
+        self.stop()
+        if conf:
+            self.write_conf(**conf)
+        return self.start()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # ---- observation ----
+
+    def mail_log(self):
+        try:
+            return self.mail_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr(self):
+        """The daemon's stderr (its log) since the last start."""
+        try:
+            data = self.stderr_path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return data[self._stderr_offset:].decode("utf-8", "replace") if hasattr(self, "_stderr_offset") \
+            else data.decode("utf-8", "replace")
+
+    def maildir(self, user="user"):
+        return self.mail_dir / user
+
+    def messages(self, user="user"):
+        """Delivered messages (bytes) in user's Maildir new/, oldest first."""
+        new = self.maildir(user) / "new"
+        if not new.is_dir():
+            return []
+        files = sorted(new.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return [p.read_bytes() for p in files]
+
+    def queue_files(self):
+        q = self.data_dir / "queue"
+        if not q.is_dir():
+            return []
+        return sorted(p.name for p in q.iterdir())
+
+    def wait_for(self, predicate, timeout=15, what="condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_for_log(self, text, timeout=15):
+        return self.wait_for(lambda: text in self.mail_log(), timeout, f"mail log line {text!r}")
+
+    def wait_for_messages(self, n, user="user", timeout=15):
+        return self.wait_for(lambda: len(self.messages(user)) >= n and self.messages(user),
+                             timeout, f"{n} message(s) for {user}")
