@@ -160,7 +160,7 @@ public actor MailQueue {
             throw .storage(error.description)
         }
         items[id] = message
-        startLoop(id)
+        startLoop(id, fresh: true)
         return id
     }
 
@@ -224,8 +224,11 @@ public actor MailQueue {
         return problems
     }
 
-    private func startLoop(_ id: String) {
-        loops[id] = Task { await self.deliveryLoop(id) }
+    /// - Parameter fresh: a message just accepted gets its first attempt
+    ///   whatever the clock says; only items loaded at start-up can be too
+    ///   old to try (COMPAT.md §6).
+    private func startLoop(_ id: String, fresh: Bool = false) {
+        loops[id] = Task { await self.deliveryLoop(id, fresh: fresh) }
     }
 
     /// Stops all delivery loops (shutdown, tests). Items stay on disk.
@@ -239,10 +242,12 @@ public actor MailQueue {
         return .milliseconds(Int64(max(0, Date().timeIntervalSince(created)) * 1000))
     }
 
-    private func deliveryLoop(_ id: String) async {
+    private func deliveryLoop(_ id: String, fresh: Bool) async {
+        var first = fresh
         while !Task.isCancelled {
             guard let message = items[id] else { return }
-            if age(message) >= settings.giveUpAfter { break }
+            if !first && age(message) >= settings.giveUpAfter { break }
+            first = false
             await attemptPending(id)
             guard let updated = items[id] else { return }
             if !updated.rcpt.contains(where: { $0.status == .pending }) { break }
