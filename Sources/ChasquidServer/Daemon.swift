@@ -22,6 +22,8 @@ public struct DaemonOptions: Sendable {
     public var logFile = ""
     public var logTime = false
     public var alsoLogToStderr = false
+    /// `-logtosyslog`: the daemon log goes to syslog with this tag.
+    public var syslogTag = ""
     public var maxReceivedHeaders = SMTPDefaults.maxReceivedHeaders
     public var reloadEvery: Duration = .seconds(30)
     public var outgoingSMTPPort = 25
@@ -47,10 +49,16 @@ public final class Daemon: Sendable {
     let queue: MailQueue
     let listeners: [Listener]
     let rpc: LocalRPCServer
+    let certificates: CertificateStore
 
     public init(options: DaemonOptions) async throws(StartupError) {
         self.options = options
-        var sinks = DaemonLogHandler.Sinks(stderrTimestamps: options.logTime, verbose: options.verbose)
+        var sinks = DaemonLogHandler.Sinks(
+            stderrTimestamps: options.logTime, syslog: !options.syslogTag.isEmpty, verbose: options.verbose)
+        if !options.syslogTag.isEmpty {
+            // One identity per process: a mail log to syslog later reopens with "chasquid".
+            openlog(strdup(options.syslogTag), LOG_PID, LOG_DAEMON)
+        }
         if !options.logFile.isEmpty {
             // Resolved before the chdir.
             sinks.file = options.logFile
@@ -85,7 +93,6 @@ public final class Daemon: Sendable {
             throw StartupError(description: "Error opening mail log: \(error)")
         }
 
-        let certificates: CertificateStore
         do {
             certificates = try CertificateStore(certsDirectory: "certs") { logger.info("\($0)") }
         } catch {
@@ -227,6 +234,7 @@ public final class Daemon: Sendable {
         let domains = self.domains
         let mailLog = self.mailLog
         let logFile = options.logFile
+        let certificates = self.certificates
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler {
             logger.info("Received SIGHUP, reloading")
@@ -236,6 +244,12 @@ public final class Daemon: Sendable {
                 try domains.reload()
             } catch {
                 logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+            }
+            // chasquid restarts for new certificates; we reload them (COMPAT.md §22.2).
+            do {
+                try certificates.reload { logger.info("\($0)") }
+            } catch {
+                logger.info("Error reloading certificates (keeping the previous ones): \(error)")
             }
         }
         hup.resume()

@@ -15,12 +15,18 @@ public struct DaemonLogHandler: LogHandler {
         public var stderr: Bool
         public var stderrTimestamps: Bool
         public var file: String?
+        /// `-logtosyslog=<tag>`: to syslog (DAEMON facility) instead of stderr.
+        public var syslog: Bool
         public var verbose: Bool
 
-        public init(stderr: Bool = true, stderrTimestamps: Bool = false, file: String? = nil, verbose: Bool = false) {
+        public init(
+            stderr: Bool = true, stderrTimestamps: Bool = false, file: String? = nil, syslog: Bool = false,
+            verbose: Bool = false
+        ) {
             self.stderr = stderr
             self.stderrTimestamps = stderrTimestamps
             self.file = file
+            self.syslog = syslog
             self.verbose = verbose
         }
     }
@@ -55,7 +61,12 @@ public struct DaemonLogHandler: LogHandler {
     public func log(event: LogEvent) {
         let text = "\(event.message)"
         let stamped = Self.timestamp() + " " + text + "\n"
-        if sinks.stderr {
+        if sinks.syslog {
+            text.withCString { message in
+                withVaList([message]) { vsyslog(LOG_DAEMON | (event.level <= .debug ? LOG_DEBUG : LOG_INFO), "%s", $0) }
+            }
+        }
+        if sinks.stderr && !sinks.syslog {
             let line = sinks.stderrTimestamps ? stamped : text + "\n"
             _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
         }

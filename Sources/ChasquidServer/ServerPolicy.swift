@@ -1,4 +1,5 @@
 import Aliases
+import Dispatch
 import Foundation
 import LocalDomains
 import MailLog
@@ -35,7 +36,13 @@ public struct ServerPolicy: SessionPolicy {
         // Every attempt takes about the same time, whatever its outcome, so
         // timing tells nothing about which users exist [SEC].
         let start = ContinuousClock.now
-        let accepted = domains.snapshot.domains[domain]?.users.authenticate(user: user, password: password) ?? false
+        let users = domains.snapshot.domains[domain]?.users
+        // scrypt takes tens of milliseconds of CPU: off the concurrency pool.
+        let accepted = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: users?.authenticate(user: user, password: password) ?? false)
+            }
+        }
         let minimum = SMTPDefaults.authMinimumDuration
         let jitter = Duration.milliseconds(Int.random(in: 0...20))
         let elapsed = ContinuousClock.now - start

@@ -34,7 +34,11 @@ public enum AtomicFile {
     ///
     /// - Parameter mode: permissions for a new file. When `path` already exists
     ///   its mode and owner are kept, so an admin's `chown`/`chmod` survives.
-    public static func write(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t) throws(FileError) {
+    /// - Parameter syncDirectory: false when the caller makes the rename
+    ///   durable itself (a `DirectorySyncer` shared by many writers).
+    public static func write(
+        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t, syncDirectory: Bool = true
+    ) throws(FileError) {
         let (directory, base) = split(path)
         var existing = stat()
         let targetExists = stat(path, &existing) == 0
@@ -63,11 +67,11 @@ public enum AtomicFile {
                 }
             }
             try writeAll(fd: fd, bytes: Array(bytes), path: tempPath)
-            guard fsync(fd) == 0 else { throw FileError("fsync", path: tempPath, errno: Glibc.errno) }
+            guard fdatasync(fd) == 0 else { throw FileError("fsync", path: tempPath, errno: Glibc.errno) }
         }
         guard rename(tempPath, path) == 0 else { throw FileError("rename", path: path, errno: Glibc.errno) }
         committed = true
-        try syncDirectory(directory)
+        if syncDirectory { try Self.syncDirectory(directory) }
     }
 
     /// Fsyncs a directory, so that renames and creations in it are durable.

@@ -5,7 +5,11 @@ import Glibc
 /// A file written piece by piece as data arrives, then made durable in one
 /// step: message data goes to disk while it is received, never held whole in
 /// memory.
-public final class SpoolFile {
+///
+/// `@unchecked Sendable`: a spool has one owner at a time (the connection
+/// that fills it, then the queue it is handed to with `sending`); it is never
+/// used from two places at once, so it needs no lock.
+public final class SpoolFile: @unchecked Sendable {
     public let path: String
     private var fd: Int32
     private var buffer: [UInt8] = []
@@ -53,7 +57,7 @@ public final class SpoolFile {
     /// survive a crash (once the file's name is made durable too).
     public func commit() throws(FileError) {
         try flush()
-        guard fsync(fd) == 0 else { throw FileError("fsync", path: path, errno: errno) }
+        guard fdatasync(fd) == 0 else { throw FileError("fsync", path: path, errno: errno) }
         guard close(fd) == 0 else {
             fd = -1
             throw FileError("close", path: path, errno: errno)

@@ -96,17 +96,20 @@ public actor MailQueue {
         self.environment = environment
         self.couriers = couriers
         self.log = log
+        self.directorySyncer = DirectorySyncer(path: settings.directory)
     }
 
     public var count: Int { items.count }
 
     public var snapshot: [Queue_Message] { items.values.sorted { $0.id < $1.id } }
 
-    func envelopePath(_ id: String) -> String { settings.directory + "/m:" + id }
-    func dataPath(_ id: String) -> String { settings.directory + "/d:" + id }
+    nonisolated func envelopePath(_ id: String) -> String { settings.directory + "/m:" + id }
+    nonisolated func dataPath(_ id: String) -> String { settings.directory + "/d:" + id }
 
     /// A new file for incoming message data, in the queue's directory so it
     /// can be renamed into place.
+    private let directorySyncer: DirectorySyncer
+
     public nonisolated func newSpool() throws(QueueError) -> SpoolFile {
         do {
             return try SpoolFile(creating: settings.directory + "/.incoming-" + QueueID.generate())
@@ -118,15 +121,13 @@ public actor MailQueue {
     /// Queues a message whose data is in `spool`; returns its ID. When this
     /// returns, the message is on disk: data fsynced, envelope fsynced,
     /// directory fsynced. On error the spool is discarded.
-    public func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
-        // Count puts still resolving aliases too, so concurrent puts cannot
-        // overshoot the limit while they wait.
-        guard items.count + inFlight < settings.maxItems else {
+    public nonisolated func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
+        // Count puts still in progress too, so concurrent puts cannot
+        // overshoot the limit while they resolve aliases and write.
+        guard await reserveSlot() else {
             spool.discard()
             throw .full
         }
-        inFlight += 1
-        defer { inFlight -= 1 }
         var message = Queue_Message()
         message.from = from
         message.to = to
@@ -136,6 +137,7 @@ public actor MailQueue {
                 recipients = try await environment.resolve(address)
             } catch {
                 spool.discard()
+                await releaseSlot()
                 throw .resolution("\(error)")
             }
             for r in recipients {
@@ -150,18 +152,42 @@ public actor MailQueue {
         let id = QueueID.generate()
         message.id = id
         message.createdAtTs = Google_Protobuf_Timestamp(date: Date())
+        // The disk work runs off the actor, so concurrent puts fsync in
+        // parallel, and their renames share one directory fsync.
+        let envelope = Array(message.textFormatString().utf8)
+        let dataPath = dataPath(id)
+        let envelopePath = envelopePath(id)
         do {
-            try spool.commit()
-            try renameFile(spool.path, to: dataPath(id))
-            try writeEnvelope(message)
+            let file = spool
+            try await offloaded { () throws(FileError) in
+                try file.commit()
+                try renameFile(file.path, to: dataPath)
+                try AtomicFile.write(envelope, to: envelopePath, mode: 0o600, syncDirectory: false)
+            }
+            try await directorySyncer.sync()
         } catch {
             spool.discard()
-            try? removeFile(dataPath(id))
+            try? removeFile(dataPath)
+            try? removeFile(envelopePath)
+            await releaseSlot()
             throw .storage(error.description)
         }
-        items[id] = message
-        startLoop(id, fresh: true)
+        await register(message)
         return id
+    }
+
+    private func reserveSlot() -> Bool {
+        guard items.count + inFlight < settings.maxItems else { return false }
+        inFlight += 1
+        return true
+    }
+
+    private func releaseSlot() { inFlight -= 1 }
+
+    private func register(_ message: Queue_Message) {
+        inFlight -= 1
+        items[message.id] = message
+        startLoop(message.id, fresh: true)
     }
 
     /// Queues a message we made ourselves (a DSN).
@@ -287,6 +313,12 @@ public actor MailQueue {
             }
             for await (index, result) in group { record(id, index, result) }
         }
+        // The results are written once per round, and only if the item stays:
+        // one that is done is removed next. A crash before this write makes a
+        // restart retry these recipients: a duplicate, never a loss.
+        if let updated = items[id], updated.rcpt.contains(where: { $0.status == .pending }) {
+            try? writeEnvelope(updated)
+        }
     }
 
     private func courier(for recipient: Queue_Recipient) -> any Courier {
@@ -338,9 +370,6 @@ public actor MailQueue {
             log.failed(id: id, from: message.from, to: address, permanent: true, error: error)
         }
         items[id] = message
-        // If this write fails the result is only in memory: a restart
-        // retries the recipient, which may duplicate but never loses mail.
-        try? writeEnvelope(message)
     }
 
     /// The end of an item: a DSN for what was not sent, then removal.
@@ -357,9 +386,10 @@ public actor MailQueue {
                 log.write("\(id) from=\(message.from) failed to queue DSN: \(error)")
             }
         }
+        // No directory fsync: if a crash undoes the removal, the item is
+        // tried again (a duplicate at worst).
         try? removeFile(envelopePath(id))
         try? removeFile(dataPath(id))
-        try? AtomicFile.syncDirectory(settings.directory)
         items[id] = nil
         loops[id] = nil
         log.allDone(id: id, from: message.from)

@@ -1,11 +1,15 @@
 import Foundation
 import NIOCore
 import NIOSSL
+import Synchronization
 
 /// The server's certificates, one per directory under `certs/` (certbot's
 /// layout: `fullchain.pem` and `privkey.pem`), and the TLS contexts made from
 /// them. A TLS client's SNI name picks the certificate; without SNI, or with
 /// a name we have none for, the first one loaded is used (COMPAT.md §2).
+///
+/// `reload` reads the directory again (on SIGHUP, after certbot renewed):
+/// new connections get the new certificates, live ones keep theirs.
 public final class CertificateStore: Sendable {
     public struct Entry: Sendable {
         public var directory: String
@@ -14,7 +18,10 @@ public final class CertificateStore: Sendable {
         public var context: NIOSSLContext
     }
 
-    public let entries: [Entry]
+    public let certsDirectory: String
+    private let current: Mutex<[Entry]>
+
+    public var entries: [Entry] { current.withLock { $0 } }
 
     public struct LoadError: Error, CustomStringConvertible {
         public var description: String
@@ -23,6 +30,17 @@ public final class CertificateStore: Sendable {
     /// Loads `certsDirectory`. Entries without both PEM files are skipped
     /// (reported in `skipped`); a pair that fails to load is an error.
     public init(certsDirectory: String, skipped: (String) -> Void = { _ in }) throws(LoadError) {
+        self.certsDirectory = certsDirectory
+        current = Mutex(try Self.load(certsDirectory, skipped: skipped))
+    }
+
+    /// Loads the directory again; on error the current certificates stay.
+    public func reload(skipped: (String) -> Void = { _ in }) throws(LoadError) {
+        let fresh = try Self.load(certsDirectory, skipped: skipped)
+        current.withLock { $0 = fresh }
+    }
+
+    private static func load(_ certsDirectory: String, skipped: (String) -> Void) throws(LoadError) -> [Entry] {
         let fm = FileManager.default
         let names: [String]
         do {
@@ -51,10 +69,9 @@ public final class CertificateStore: Sendable {
                 let context = try NIOSSLContext(configuration: configuration)
                 var dnsNames = [name.lowercased()]
                 if let leaf = chain.first {
-                    for san in leaf._subjectAlternativeNames() {
-                        if san.nameType == .dnsName {
-                            dnsNames.append(String(decoding: Array(san.contents), as: UTF8.self).lowercased())
-                        }
+                    for san in leaf._subjectAlternativeNames() where san.nameType == .dnsName {
+                        let dnsName = String(decoding: Array(san.contents), as: UTF8.self).lowercased()
+                        if !dnsNames.contains(dnsName) { dnsNames.append(dnsName) }
                     }
                 }
                 entries.append(Entry(directory: directory, names: dnsNames, context: context))
@@ -63,11 +80,12 @@ public final class CertificateStore: Sendable {
             }
         }
         if entries.isEmpty { throw LoadError(description: "At least one valid certificate is needed") }
-        self.entries = entries
+        return entries
     }
 
     /// The context for an SNI name: an exact match, then a wildcard, then the first.
     public func context(forServerName serverName: String?) -> NIOSSLContext {
+        let entries = self.entries
         guard var name = serverName?.lowercased(), !name.isEmpty else { return entries[0].context }
         if name.hasSuffix(".") { name.removeLast() }
         if let exact = entries.first(where: { $0.names.contains(name) }) { return exact.context }

@@ -43,6 +43,7 @@ options.verbose = flags.int("v") >= 1
 options.logFile = flags.string("logfile")
 options.logTime = flags.bool("logtime")
 options.alsoLogToStderr = flags.bool("alsologtostderr")
+options.syslogTag = flags.string("logtosyslog")
 options.maxReceivedHeaders = flags.int("testing__max_received_headers")
 options.outgoingSMTPPort = Int(flags.string("testing__outgoing_smtp_port")) ?? 25
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
