@@ -19,6 +19,10 @@ public enum Normalize {
     /// A domain: lenient Punycode to Unicode (no UTS #46 mapping), then NFC,
     /// then lower case. Bad Punycode is an error.
     public static func domain(_ domain: String) throws(Error) -> String {
+        // Fast path: ASCII without Punycode labels only needs lower case.
+        if domain.utf8.allSatisfy({ $0 < 0x80 }) && !domain.lowercased().contains("xn--") {
+            return String(decoding: domain.utf8.map { (0x41...0x5A).contains($0) ? $0 + 0x20 : $0 }, as: UTF8.self)
+        }
         var labels: [String] = []
         for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
             if label.count >= 4 && label.prefix(4).lowercased() == "xn--" {

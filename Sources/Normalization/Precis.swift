@@ -5,6 +5,11 @@ import Foundation
 enum Precis {
     static func usernameCaseMapped(_ input: String) throws(Normalize.Error) -> String {
         if input.isEmpty { return input }
+        // Fast path, for nearly every address: printable ASCII is allowed as
+        // is (RFC 8264 §9.11, ASCII7), and only needs lower case.
+        if input.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) {
+            return String(decoding: input.utf8.map { (0x41...0x5A).contains($0) ? $0 + 0x20 : $0 }, as: UTF8.self)
+        }
         // 1. Width mapping: fullwidth and halfwidth forms to their plain equivalents.
         var widthMapped = String.UnicodeScalarView()
         for scalar in input.unicodeScalars {
