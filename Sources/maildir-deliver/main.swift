@@ -1,4 +1,6 @@
-// maildir-deliver: a minimal local delivery agent. It stores the message on
+// maildir-deliver: a minimal local delivery agent. (No Foundation: it runs
+// once per delivered message, and loading Foundation costs more than the
+// delivery itself.) It stores the message on
 // stdin in a Maildir (tmp/, then new/), fsyncing before the rename, so a
 // successful exit means the message is on disk. The Maildir is created if
 // missing.
@@ -10,7 +12,6 @@
 // Exit 64 (EX_USAGE): no Maildir path given.
 
 import DurableFiles
-import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -42,8 +43,15 @@ do {
     clock_gettime(CLOCK_REALTIME, &now)
     var host = [CChar](repeating: 0, count: 256)
     gethostname(&host, host.count)
-    let hostname = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        .replacingOccurrences(of: "/", with: "\\057").replacingOccurrences(of: ":", with: "\\072")
+    // Maildir names may not hold "/" or ":" (the info separator).
+    var hostname = ""
+    for byte in host.prefix(while: { $0 != 0 }).map({ UInt8(bitPattern: $0) }) {
+        switch byte {
+        case UInt8(ascii: "/"): hostname += "\\057"
+        case UInt8(ascii: ":"): hostname += "\\072"
+        default: hostname.unicodeScalars.append(Unicode.Scalar(byte))
+        }
+    }
     let unique = "\(now.tv_sec).M\(now.tv_nsec / 1000)P\(getpid())R\(UInt32.random(in: 0...UInt32.max)).\(hostname)"
     let tmpPath = maildir + "/tmp/" + unique
     let spool = try SpoolFile(creating: tmpPath, mode: 0o600)
