@@ -50,6 +50,9 @@ public final class Daemon: Sendable {
     let listeners: [Listener]
     let rpc: LocalRPCServer
     let certificates: CertificateStore
+    let registry = ConnectionRegistry()
+    /// How long a shutdown waits for transactions in progress.
+    public static let drainTimeout: Duration = .seconds(60)
 
     public init(options: DaemonOptions) async throws(StartupError) {
         self.options = options
@@ -175,7 +178,7 @@ public final class Daemon: Sendable {
                 listeners.append(
                     Listener(
                         socket: socket, settings: settings, certificates: certificates, policy: policy, sink: sink,
-                        logger: logger, mailLog: mailLog))
+                        logger: logger, mailLog: mailLog, registry: registry))
             }
         }
         if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
@@ -204,7 +207,7 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error starting local RPC: \(error)")
         }
-        installSignalHandlers()
+        installSignalHandlers(bound: bound)
         let logger = self.logger
         let domains = self.domains
         let reloadEvery = options.reloadEvery
@@ -225,7 +228,7 @@ public final class Daemon: Sendable {
         }
     }
 
-    private func installSignalHandlers() {
+    private func installSignalHandlers(bound: [BoundListener]) {
         signal(SIGHUP, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
@@ -253,11 +256,23 @@ public final class Daemon: Sendable {
             }
         }
         hup.resume()
+        let registry = self.registry
+        let shuttingDown = Atomic<Bool>(false)
         for sig in [SIGTERM, SIGINT] {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
             source.setEventHandler {
-                logger.info("Received signal \(sig), exiting")
-                exit(0)
+                // A second signal ends at once.
+                if shuttingDown.exchange(true, ordering: .relaxed) { exit(0) }
+                logger.info("Received signal \(sig), draining \(registry.count) connections")
+                // Stop accepting, close idle sessions, let messages in DATA
+                // finish (COMPAT.md §22.1); chasquid exits at once.
+                Task {
+                    for listener in bound { await listener.stopAccepting() }
+                    registry.beginShutdown()
+                    await registry.drain(timeout: Daemon.drainTimeout)
+                    logger.info("Exiting")
+                    exit(0)
+                }
             }
             source.resume()
             signalSources.append(source)

@@ -32,22 +32,30 @@ struct Connection {
     let facts: ConnectionFacts
     let logger: Logger
     let mailLog: MailLog
+    let registry: ConnectionRegistry
 
     /// Maximum bytes of the header block kept in memory for the checks.
     static let headerLimit = 1 << 20
 
     func run(_ channel: NIOAsyncChannel<SMTPInbound, SMTPOutbound>, implicitTLS: Bool) async {
+        let id = registry.register(channel.channel)
+        defer { registry.unregister(id) }
+        if registry.isShuttingDown {
+            try? await channel.channel.writeAndFlush(SMTPOutbound.bytes(ByteBuffer(string: Reply421.text)))
+            try? await channel.channel.close()
+            return
+        }
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var iterator = inbound.makeAsyncIterator()
-                try await serve(&iterator, outbound, implicitTLS: implicitTLS)
+                try await serve(&iterator, outbound, implicitTLS: implicitTLS, id: id)
             }
         } catch {
             logger.debug("SMTP.Conn \(facts.remoteAddress): closed: \(error)")
         }
     }
 
-    private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool) async throws {
+    private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool, id: Int) async throws {
         var session = Session(
             mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false)
         var tlsVersion: String?
@@ -105,8 +113,10 @@ struct Connection {
                     pendingReplies.append(reply)
                     try await send(outbound, pendingReplies)
                     pendingReplies = []
+                    registry.setInData(id, true)
                     let (outcome, remaining) = await readData(
                         initial: framer.takeRemaining(), inbound: &inbound, session: session, tlsVersion: tlsVersion)
+                    registry.setInData(id, false)
                     let after = session.account(session.dataReceived(outcome))
                     logOutcome(command: Command(verb: "DATA", argument: ""), step: after, session: session)
                     switch after {
@@ -115,6 +125,12 @@ struct Connection {
                         return
                     case .reply(let reply), .authChallenge(let reply), .readData(let reply), .startTLS(let reply):
                         pendingReplies.append(reply)
+                    }
+                    if registry.isShuttingDown {
+                        // The transaction is done; now this connection drains too.
+                        pendingReplies.append(Reply(421, "4.3.2 Service shutting down, please try again later"))
+                        try await send(outbound, pendingReplies)
+                        return
                     }
                     framer.append(remaining)
                 }

@@ -42,11 +42,13 @@ public struct Listener: Sendable {
     public var sink: any MessageSink
     public var logger: Logger
     public var mailLog: MailLog
+    public var registry: ConnectionRegistry
 
     public init(
         socket: ListenSocket, settings: ConnectionSettings, certificates: CertificateStore?, policy: any SessionPolicy,
-        sink: any MessageSink, logger: Logger, mailLog: MailLog
+        sink: any MessageSink, logger: Logger, mailLog: MailLog, registry: ConnectionRegistry = ConnectionRegistry()
     ) {
+        self.registry = registry
         self.socket = socket
         self.settings = settings
         self.certificates = certificates
@@ -107,6 +109,11 @@ public struct BoundListener: Sendable {
 
     public var port: Int { server.channel.localAddress?.port ?? 0 }
 
+    /// Stops accepting new connections (shutdown).
+    public func stopAccepting() async {
+        try? await server.channel.close()
+    }
+
     /// Accepts connections until the task is cancelled.
     public func serve() async throws {
         let implicitTLS = listener.settings.mode == .submissionTLS
@@ -118,7 +125,7 @@ public struct BoundListener: Sendable {
                         remoteAddress: remote.map(Self.format) ?? "unknown", remoteIP: remote?.ipAddress ?? "unknown")
                     let connection = Connection(
                         settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
-                        logger: listener.logger, mailLog: listener.mailLog)
+                        logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry)
                     group.addTask { await connection.run(child, implicitTLS: implicitTLS) }
                 }
             }

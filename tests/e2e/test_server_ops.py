@@ -122,3 +122,44 @@ def test_a_broken_reload_keeps_serving(srv):
     assert srv.proc.poll() is None
     assert read_greeting(srv.smtp_port).startswith("220 ")
     assert "line 1: missing ':'" in srv.stderr()
+
+
+def test_sigterm_drains_transactions_in_progress(srv):
+    """SIGTERM: idle sessions get 421, a message in DATA is finished and
+    queued, then the daemon exits 0 (COMPAT.md §22.1)."""
+    srv.start()
+
+    def session():
+        s = socket.create_connection(("127.0.0.1", srv.smtp_port), timeout=10)
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"220")
+        f.write(b"HELO client\r\n")
+        f.flush()
+        assert f.readline().startswith(b"250")
+        return s, f
+
+    idle, idle_f = session()
+    busy, busy_f = session()
+    busy_f.write(b"MAIL FROM:<a@remote.org>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n")
+    busy_f.flush()
+    assert [busy_f.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+    busy_f.write(b"Subject: drained\r\n\r\nfirst half\r\n")
+    busy_f.flush()
+    time.sleep(0.3)
+
+    srv.proc.send_signal(signal.SIGTERM)
+    assert idle_f.readline().startswith(b"421 4.3.2"), "an idle session is told to come back later"
+    assert idle_f.readline() == b"", "and closed"
+    assert srv.proc.poll() is None, "the daemon waits for the message in DATA"
+
+    busy_f.write(b"second half\r\n.\r\n")
+    busy_f.flush()
+    assert busy_f.readline().startswith(b"250 2.0.0"), "the message is accepted"
+    assert busy_f.readline().startswith(b"421 4.3.2")
+    assert srv.proc.wait(timeout=15) == 0
+    idle.close()
+    busy.close()
+
+    # It was queued before the 250, so a restart delivers it.
+    srv.start()
+    srv.wait_for(lambda: any(b"drained" in m for m in srv.messages()), what="drained message delivered")
