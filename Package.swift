@@ -33,7 +33,10 @@ let package = Package(
         // Crash-safe file writes: temp file, fsync, rename, directory fsync.
         .target(name: "DurableFiles", swiftSettings: strictSettings),
         // User, domain and address normalisation (PRECIS, IDNA/Punycode).
-        .target(name: "Normalization", swiftSettings: strictSettings),
+        .target(name: "Normalization", dependencies: ["IDNA"], swiftSettings: strictSettings),
+        // IDNA (UTS #46) and Punycode, with tables generated from Unicode data
+        // (scripts/gen-unicode-tables.py); the Bidi Rule and CONTEXTJ.
+        .target(name: "IDNA", swiftSettings: strictSettings),
         // chasquid.conf: schema, defaults, layering, validation, printing.
         .target(
             name: "ChasquidConfig",
@@ -118,7 +121,8 @@ let package = Package(
         .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
 
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
-        .testTarget(name: "NormalizationTests", dependencies: ["Normalization"], swiftSettings: strictSettings),
+        .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
+        .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),
         .testTarget(
             name: "UserDatabaseTests",

@@ -28,7 +28,7 @@ public enum ChildProcess {
     }
 
     /// Runs `path` and waits for it, without blocking a Swift concurrency
-    /// thread (the waiting happens on a Dispatch thread).
+    /// thread (the waiting happens on a thread of its own).
     ///
     /// - Parameters:
     ///   - environment: the child's entire environment, or nil to inherit ours.
@@ -44,7 +44,11 @@ public enum ChildProcess {
     ) async throws(Failure) -> Output {
         _ = ignoreSIGPIPE
         let result: Result<Output, Failure> = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
+            // A serial queue of its own: libdispatch gives it a thread even
+            // when others are blocked. The global queue is only as wide as the
+            // CPU count on Linux, so a few slow hooks or MDAs would hold up
+            // everything else queued there.
+            DispatchQueue(label: "chasquid.child-process").async {
                 continuation.resume(
                     returning: Result { () throws(Failure) -> Output in
                         try runBlocking(
@@ -101,7 +105,13 @@ public enum ChildProcess {
             envStrings.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+        var spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+        // A script being written right now (an admin saving a hook, or another
+        // thread's child still holding it open) gives ETXTBSY for a moment.
+        for _ in 0..<20 where spawned == ETXTBSY {
+            usleep(50_000)
+            spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+        }
         for fd in [stdinPipe[0], stdoutPipe[1], stderrPipe[1]] { close(fd) }
         guard spawned == 0 else {
             for fd in [stdinPipe[1], stdoutPipe[0], stderrPipe[0]] { close(fd) }

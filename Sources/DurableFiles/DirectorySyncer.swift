@@ -35,7 +35,7 @@ public final class DirectorySyncer: Sendable {
                 state.running = true
                 return true
             }
-            if startWorker { DispatchQueue.global().async { self.work() } }
+            if startWorker { DispatchQueue(label: "chasquid.directory-sync").async { self.work() } }
         }
         if let error { throw error }
     }
@@ -61,11 +61,12 @@ public final class DirectorySyncer: Sendable {
     }
 }
 
-/// Runs blocking file work on a Dispatch thread, so a Swift concurrency
-/// thread (or an actor) is never held by an fsync.
+/// Runs blocking file work on a thread of its own (a serial queue gets one
+/// even when the CPU-wide global queue is busy), so neither a Swift
+/// concurrency thread nor an actor is held by an fsync.
 public func offloaded<T: Sendable>(_ work: @escaping @Sendable () throws(FileError) -> T) async throws(FileError) -> T {
     let result: Result<T, FileError> = await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
+        DispatchQueue(label: "chasquid.file-io").async {
             continuation.resume(returning: Result { () throws(FileError) -> T in try work() })
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import IDNA
 
 /// The normalisation rules chasquid applies to users, domains and addresses
 /// (COMPAT.md §8). Every module that compares names goes through here, so two

@@ -1,4 +1,5 @@
 import Foundation
+import IDNA
 
 /// PRECIS (RFC 8264) as used for user names: the UsernameCaseMapped profile
 /// (RFC 8265 §3.3), with the IdentifierClass derived from Unicode properties.
@@ -28,7 +29,7 @@ enum Precis {
             case .valid:
                 continue
             case .contextJ:
-                if zeroWidthJoinerAllowed(scalars, at: index) { continue }
+                if ContextJ.allowed(scalars, at: index) { continue }
             case .contextO:
                 if contextOAllowed(scalars, at: index) { continue }
             case .disallowed:
@@ -37,6 +38,9 @@ enum Precis {
             throw Normalize.Error("precis: disallowed rune encountered")
         }
         if output.isEmpty { throw Normalize.Error("precis: transformation resulted in empty string") }
+        // 5. The Bidi Rule (RFC 5893). Like x/text, chasquid's library, we
+        // apply it to every string that is not pure ASCII.
+        if !BidiRule.satisfied(scalars) { throw Normalize.Error("precis: failed Bidi Rule") }
         return output
     }
 
@@ -85,12 +89,6 @@ enum Precis {
         0x3031: .disallowed, 0x3032: .disallowed, 0x3033: .disallowed, 0x3034: .disallowed,
         0x3035: .disallowed, 0x303B: .disallowed,
     ]
-
-    // RFC 5892 Appendix A.1/A.2, simplified: allowed after a virama.
-    private static func zeroWidthJoinerAllowed(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {
-        guard index > 0 else { return false }
-        return scalars[index - 1].properties.canonicalCombiningClass.rawValue == 9
-    }
 
     // RFC 5892 Appendix A.3 to A.9.
     private static func contextOAllowed(_ scalars: [Unicode.Scalar], at index: Int) -> Bool {

@@ -149,10 +149,10 @@ func makeResolver(
     }
 
     @Test func aSlowHookIsKilled() async throws {
-        let hook = ResolveHook(path: try script("sleep 30"), timeout: .milliseconds(300))
+        let hook = ResolveHook(path: try script("sleep 120"), timeout: .milliseconds(300))
         let start = ContinuousClock.now
         await #expect(throws: ResolveHook.Failure.self) { try await hook.run("a@dom") }
-        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(ContinuousClock.now - start < .seconds(60))
     }
 
     @Test func aMissingHookIsSkipped() async throws {

@@ -36,10 +36,10 @@ import Testing
     @Test func theWholeGroupIsKilledAtTheDeadline() async throws {
         let start = ContinuousClock.now
         let out = try await ChildProcess.run(
-            "/bin/sh", arguments: ["-c", "echo started; sleep 30; echo never"], timeout: .milliseconds(500))
+            "/bin/sh", arguments: ["-c", "echo started; sleep 120; echo never"], timeout: .milliseconds(500))
         #expect(out.timedOut && out.signal == SIGKILL)
         #expect(String(decoding: out.stdout, as: UTF8.self) == "started\n")
-        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(ContinuousClock.now - start < .seconds(60))
     }
 
     @Test func largeInputAndOutputDoNotDeadlock() async throws {

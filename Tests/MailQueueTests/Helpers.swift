@@ -132,7 +132,7 @@ struct Harness {
     func lines(of id: String) -> [String] { log.lines.filter { $0.hasPrefix(id + " ") } }
 
     /// Waits for the mail log to hold `line`.
-    func waitForLine(_ line: String, timeout: Duration = .seconds(5)) async -> Bool {
+    func waitForLine(_ line: String, timeout: Duration = .seconds(15)) async -> Bool {
         await eventually(timeout: timeout) { log.lines.contains(line) }
     }
 }

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import Normalization
+@testable import IDNA
 
 @Suite struct UserTests {
     @Test(arguments: [
