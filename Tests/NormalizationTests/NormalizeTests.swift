@@ -55,3 +55,30 @@ import Testing
         #expect(try Punycode.decode(ascii) == unicode)
     }
 }
+
+/// Random input to the normalisation functions: a value or an error, never a crash.
+@Suite struct NormalizeFuzzTests {
+    @Test func randomInputNeverCrashes() {
+        var state: UInt64 = 8265
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 11
+        }
+        let ranges: [ClosedRange<UInt32>] = [0x0...0x7F, 0x80...0x24F, 0x300...0x36F, 0x590...0x6FF, 0x2100...0x2BFF, 0xFF00...0xFFEF, 0x10000...0x1FFFF]
+        for _ in 0..<5_000 {
+            var s = String.UnicodeScalarView()
+            for _ in 0..<(next() % 24) {
+                let r = ranges[Int(next() % UInt64(ranges.count))]
+                if let u = Unicode.Scalar(r.lowerBound + UInt32(next() % UInt64(r.count))) { s.append(u) }
+            }
+            let input = String(s)
+            if let user = try? Normalize.user(input) {
+                // Normalising is idempotent.
+                #expect((try? Normalize.user(user)) == user, "\(input.debugDescription)")
+            }
+            _ = try? Normalize.domain(input)
+            _ = try? Normalize.address(input + "@" + input)
+            _ = try? WireAddress.ascii(input + "@" + input)
+        }
+    }
+}
