@@ -56,6 +56,13 @@ struct Connection {
     }
 
     private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool, id: Int) async throws {
+        // The idle timer counts from our last reply too: a client waiting
+        // for a slow post-data hook has sent nothing, and is not idle.
+        var lastReply = ContinuousClock.now
+        func respond(_ replies: [Reply]) async throws {
+            try await send(outbound, replies)
+            lastReply = .now
+        }
         var session = Session(
             mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false)
         var tlsVersion: String?
@@ -71,7 +78,7 @@ struct Connection {
                 if case .timedOut = event { return }
             }
         }
-        try await send(outbound, [session.greeting])
+        try await respond([session.greeting])
 
         var framer = LineFramer()
         var awaitingTLS = false
@@ -80,7 +87,7 @@ struct Connection {
             while !awaitingTLS, let line = framer.next() {
                 guard case .line(let bytes) = line else {
                     pendingReplies.append(Reply(554, "error reading command: line too long"))
-                    try await send(outbound, pendingReplies)
+                    try await respond(pendingReplies)
                     return
                 }
                 // An AUTH response is a credential: never parse or log it as a command.
@@ -100,10 +107,10 @@ struct Connection {
                     pendingReplies.append(reply)
                 case .close(let reply):
                     pendingReplies.append(reply)
-                    try await send(outbound, pendingReplies)
+                    try await respond(pendingReplies)
                     return
                 case .startTLS(let reply):
-                    try await send(outbound, pendingReplies)
+                    try await respond(pendingReplies)
                     pendingReplies = []
                     try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
                     // Bytes pipelined after STARTTLS came in plain text: drop them [SEC].
@@ -111,7 +118,7 @@ struct Connection {
                     awaitingTLS = true
                 case .readData(let reply):
                     pendingReplies.append(reply)
-                    try await send(outbound, pendingReplies)
+                    try await respond(pendingReplies)
                     pendingReplies = []
                     registry.setInData(id, true)
                     let (outcome, remaining) = await readData(
@@ -121,7 +128,7 @@ struct Connection {
                     logOutcome(command: Command(verb: "DATA", argument: ""), step: after, session: session)
                     switch after {
                     case .close(let reply):
-                        try await send(outbound, [reply])
+                        try await respond([reply])
                         return
                     case .reply(let reply), .authChallenge(let reply), .readData(let reply), .startTLS(let reply):
                         pendingReplies.append(reply)
@@ -129,7 +136,7 @@ struct Connection {
                     if registry.isShuttingDown {
                         // The transaction is done; now this connection drains too.
                         pendingReplies.append(Reply(421, "4.3.2 Service shutting down, please try again later"))
-                        try await send(outbound, pendingReplies)
+                        try await respond(pendingReplies)
                         return
                     }
                     framer.append(remaining)
@@ -137,7 +144,7 @@ struct Connection {
             }
             // Pipelining: replies go out together once the buffered commands are done.
             if !pendingReplies.isEmpty {
-                try await send(outbound, pendingReplies)
+                try await respond(pendingReplies)
                 pendingReplies = []
             }
             guard let event = try await inbound.next() else { return }
@@ -152,7 +159,8 @@ struct Connection {
                 session.tlsEstablished(serverName: details.serverName)
                 tlsVersion = details.version
             case .timedOut:
-                try? await send(outbound, [Reply(421, "4.4.2 Timed out, bye")])
+                if ContinuousClock.now - lastReply < SMTPDefaults.commandTimeout { continue }
+                try? await respond([Reply(421, "4.4.2 Timed out, bye")])
                 return
             }
         }
