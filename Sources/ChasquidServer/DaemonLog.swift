@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MailLog
 import Synchronization
 
 #if canImport(Glibc)
@@ -60,7 +61,7 @@ public struct DaemonLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let text = "\(event.message)"
-        let stamped = Self.timestamp() + " " + text + "\n"
+        let stamped = MailLog.timestamp() + " " + text + "\n"
         if sinks.syslog {
             text.withCString { message in
                 withVaList([message]) { vsyslog(LOG_DAEMON | (event.level <= .debug ? LOG_DEBUG : LOG_INFO), "%s", $0) }
@@ -75,16 +76,5 @@ public struct DaemonLogHandler: LogHandler {
                 if fd >= 0 { _ = stamped.withCString { write(fd, $0, strlen($0)) } }
             }
         }
-    }
-
-    static func timestamp() -> String {
-        var now = timeval()
-        gettimeofday(&now, nil)
-        var seconds = now.tv_sec
-        var parts = tm()
-        localtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-            parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(now.tv_usec))
     }
 }

@@ -88,8 +88,8 @@ public final class MailLog: Sendable {
         }
     }
 
-    /// Local time, `YYYY-MM-DD HH:MM:SS.uuuuuu`.
-    static func timestamp() -> String {
+    /// Local time, `YYYY-MM-DD HH:MM:SS.uuuuuu`, as chasquid's logs write it.
+    public static func timestamp() -> String {
         var now = timeval()
         gettimeofday(&now, nil)
         var seconds = now.tv_sec
@@ -130,4 +130,26 @@ public final class MailLog: Sendable {
     }
 
     public func allDone(id: String, from: String) { write("\(id) from=\(from) all done") }
+}
+
+/// Go's `%q` for the texts logs and headers quote: backslash escapes for
+/// quotes, backslashes and control characters; other characters as they are.
+public func goQuoted(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                out += String(format: "\\x%02x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
 }

@@ -1,5 +1,6 @@
 import Foundation
 import ChildProcess
+import MailLog
 import Normalization
 
 /// Local delivery through the MDA (`mail_delivery_agent_bin` and `_args`,
@@ -91,27 +92,6 @@ func toCRLF(_ data: [UInt8]) -> [UInt8] {
         out.append(byte)
     }
     return out
-}
-
-/// Go's `%q`, enough for log and error texts.
-func goQuoted(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                out += String(format: "\\x%02x", scalar.value)
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
 }
 
 /// Where a program named without a `/` is found in `$PATH`, as Go's

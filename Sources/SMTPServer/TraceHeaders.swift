@@ -1,4 +1,5 @@
 import Foundation
+import MailLog
 import SMTPCore
 
 /// The `Received:` header we add to every message (COMPAT.md §12.3), in the
@@ -18,7 +19,7 @@ public enum TraceHeaders {
         if session.isAuthenticated { with += "A" }
         var lines = ["Received: \(from)", "by \(session.serverName) (chasquid) with \(with)"]
         let security = session.onTLS ? (tlsVersion ?? "TLS") : "plain text!"
-        lines.append("(over \(session.mode.rawValue), \(security), envelope from \(goQuote(envelopeFrom)))")
+        lines.append("(over \(session.mode.rawValue), \(security), envelope from \(goQuoted(envelopeFrom)))")
         lines.append("; \(rfc1123(date))")
         return lines.joined(separator: "\n\t") + "\n"
     }
@@ -38,18 +39,5 @@ public enum TraceHeaders {
         return "\(days[Int(parts.tm_wday)]), \(two(Int(parts.tm_mday))) \(months[Int(parts.tm_mon)]) "
             + "\(parts.tm_year + 1900) \(two(Int(parts.tm_hour))):\(two(Int(parts.tm_min))):\(two(Int(parts.tm_sec))) "
             + "\(sign)\(two(abs(offset) / 60))\(two(abs(offset) % 60))"
-    }
-
-    static func goQuote(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            default:
-                if c.value < 0x20 || c.value == 0x7F { out += String(format: "\\x%02x", c.value) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
     }
 }
