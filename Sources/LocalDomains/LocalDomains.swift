@@ -17,20 +17,23 @@ public struct LocalDomain: Sendable {
 /// Every local domain, read together: a reader always sees one consistent
 /// reading of all files, never a mix of old and new.
 public struct DomainSnapshot: Sendable {
-    public var domains: [String: LocalDomain]
-
+    public let domains: [String: LocalDomain]
     /// `localhost` is always local, even without a directory.
-    public var names: Set<String> { Set(domains.keys).union(["localhost"]) }
+    public let names: Set<String>
+    /// All aliases of all domains, as one table (keys carry their domain).
+    /// Built once per reading: every RCPT and every queued message use it.
+    public let allAliases: [String: [Recipient]]
+
+    public init(domains: [String: LocalDomain]) {
+        self.domains = domains
+        names = Set(domains.keys).union(["localhost"])
+        allAliases = domains.values.reduce(into: [:]) { $0.merge($1.aliases) { _, new in new } }
+    }
 
     public func isLocal(_ domain: String) -> Bool { domain == "localhost" || domains[domain] != nil }
 
     public func userExists(_ user: String, domain: String) -> Bool {
         domains[domain]?.users.exists(user) ?? false
-    }
-
-    /// All aliases of all domains, as one table (keys carry their domain).
-    public var allAliases: [String: [Recipient]] {
-        domains.values.reduce(into: [:]) { $0.merge($1.aliases) { _, new in new } }
     }
 
     /// A resolver over this snapshot. `extraUserExists` is consulted when the
