@@ -22,7 +22,7 @@ public struct QueueSink: MessageSink {
     public func newSpool() throws -> SpoolFile { try queue.newSpool() }
 
     public func accept(
-        envelope: Envelope, session: SessionInfo, remoteAddress: String, headerSize: Int, spool: sending SpoolFile
+        envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: sending SpoolFile
     ) async -> Reply {
         var spool = spool
         do {

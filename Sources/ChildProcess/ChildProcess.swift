@@ -99,18 +99,26 @@ public enum ChildProcess {
             &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envStrings = (environment ?? currentEnvironment()).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        // nil: the child gets our own environment as it is, with no copy.
+        let envStrings = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer {
             argv.forEach { free($0) }
-            envStrings.forEach { free($0) }
+            envStrings?.forEach { free($0) }
         }
         var pid: pid_t = 0
-        var spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+        var envArray = envStrings ?? []
+        func spawn() -> Int32 {
+            guard envStrings != nil else { return posix_spawn(&pid, path, &actions, &attributes, argv, environ) }
+            return envArray.withUnsafeMutableBufferPointer {
+                posix_spawn(&pid, path, &actions, &attributes, argv, $0.baseAddress)
+            }
+        }
+        var spawned = spawn()
         // A script being written right now (an admin saving a hook, or another
         // thread's child still holding it open) gives ETXTBSY for a moment.
         for _ in 0..<20 where spawned == ETXTBSY {
             usleep(50_000)
-            spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envStrings)
+            spawned = spawn()
         }
         for fd in [stdinPipe[0], stdoutPipe[1], stderrPipe[1]] { close(fd) }
         guard spawned == 0 else {
@@ -188,18 +196,5 @@ public enum ChildProcess {
         }
         if stdinFD >= 0 { close(stdinFD) }
         for fd in openReaders { close(fd) }
-    }
-
-    private static func currentEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(decoding: UnsafeRawBufferPointer(start: entry, count: strlen(entry)), as: UTF8.self)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
-        }
-        return result
     }
 }

@@ -1,5 +1,6 @@
 import ChasquidProto
 import Foundation
+import MailLog
 
 /// Delivery status notifications (RFC 3464, RFC 6533), in chasquid's shape
 /// (COMPAT.md §12.4, "DSN").
@@ -21,7 +22,7 @@ enum DSN {
         text += "To: <\(message.from)>\n"
         text += "Subject: Mail delivery failed: returning message to sender\n"
         text += "Message-ID: <chasquid-dsn-\(QueueID.generate())@\(reportingDomain)>\n"
-        text += "Date: \(rfc1123(now))\n"
+        text += "Date: \(rfc1123Date(now))\n"
         text += "In-Reply-To: \(originalMessageID)\n"
         text += "References: \(originalMessageID)\n"
         text += "X-Failed-Recipients: \(failedOriginals.map { $0 + ", " }.joined())\n"
@@ -98,13 +99,5 @@ enum DSN {
             start = end + 1
         }
         return nil
-    }
-
-    /// RFC 1123 with a numeric zone: "Mon, 02 Jan 2006 15:04:05 -0700".
-    static func rfc1123(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss Z"
-        return formatter.string(from: date)
     }
 }

@@ -14,6 +14,9 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
         self.lines = lines.isEmpty ? [""] : lines
     }
 
+    /// What a draining server tells a session before closing it.
+    public static let shuttingDown = Reply(421, "4.3.2 Service shutting down, please try again later")
+
     /// Replies at or above 400 count against the connection's error budget.
     public var isError: Bool { code >= 400 }
 

@@ -41,7 +41,7 @@ struct Connection {
         let id = registry.register(channel.channel)
         defer { registry.unregister(id) }
         if registry.isShuttingDown {
-            try? await channel.channel.writeAndFlush(SMTPOutbound.bytes(ByteBuffer(string: Reply421.text)))
+            try? await channel.channel.writeAndFlush(SMTPOutbound.bytes(ByteBuffer(string: Reply.shuttingDown.encoded)))
             try? await channel.channel.close()
             return
         }
@@ -135,7 +135,7 @@ struct Connection {
                     }
                     if registry.isShuttingDown {
                         // The transaction is done; now this connection drains too.
-                        pendingReplies.append(Reply(421, "4.3.2 Service shutting down, please try again later"))
+                        pendingReplies.append(Reply.shuttingDown)
                         try await respond(pendingReplies)
                         return
                     }
@@ -229,7 +229,6 @@ struct Connection {
         } catch {
             storageError = "\(error)"
         }
-        let headerStart = spool?.size ?? 0
         var decoder = DataDecoder(maxSize: settings.maxDataSize)
         var header: [UInt8] = []
         var headerDone = false
@@ -269,8 +268,7 @@ struct Connection {
                         return (.processed(refusal), remaining)
                     }
                     let reply = await sink.accept(
-                        envelope: envelope, session: session.info, remoteAddress: facts.remoteAddress,
-                        headerSize: headerStart, spool: file)
+                        envelope: envelope, session: session.info, remoteAddress: facts.remoteAddress, spool: file)
                     return (.processed(reply), remaining)
                 }
             }

@@ -1,4 +1,5 @@
 import NIOCore
+import SMTPCore
 import Synchronization
 
 /// The live connections, so that a shutdown can drain them (COMPAT.md §22.1):
@@ -35,8 +36,6 @@ public final class ConnectionRegistry: Sendable {
 
     func setInData(_ id: Int, _ inData: Bool) { state.withLock { $0.entries[id]?.inData = inData } }
 
-    static let shutdownReply = Reply421.text
-
     /// Starts the drain: idle connections get a 421 and are closed now;
     /// those in DATA are closed by their own loop once the message is done.
     public func beginShutdown() {
@@ -45,7 +44,7 @@ public final class ConnectionRegistry: Sendable {
             return state.entries.values.filter { !$0.inData }.map(\.channel)
         }
         for channel in idle {
-            let reply = ByteBuffer(string: Self.shutdownReply)
+            let reply = ByteBuffer(string: Reply.shuttingDown.encoded)
             channel.writeAndFlush(SMTPOutbound.bytes(reply)).whenComplete { _ in channel.close(promise: nil) }
         }
     }
@@ -57,8 +56,4 @@ public final class ConnectionRegistry: Sendable {
             try? await Task.sleep(for: .milliseconds(50))
         }
     }
-}
-
-enum Reply421 {
-    static let text = "421 4.3.2 Service shutting down, please try again later\r\n"
 }

@@ -8,7 +8,7 @@ public protocol MessageSink: Sendable {
     func newSpool() throws -> SpoolFile
     /// Takes ownership of `spool` (it must be committed or discarded).
     func accept(
-        envelope: Envelope, session: SessionInfo, remoteAddress: String, headerSize: Int, spool: sending SpoolFile
+        envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: sending SpoolFile
     ) async -> Reply
 }
 
