@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        // Tests only: reads the SPF conformance suite (YAML).
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         // Messages generated from proto/*.proto (see proto/generate.sh).
@@ -72,6 +74,17 @@ let package = Package(
         .target(name: "LocalRPC", swiftSettings: strictSettings),
         // SMTP protocol logic with no I/O: framing, DATA decoding, the session.
         .target(name: "SMTPCore", dependencies: ["Normalization"], swiftSettings: strictSettings),
+        // DNS: the wire format, a stub resolver over UDP and TCP, IP addresses.
+        .target(
+            name: "DNS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // SPF (RFC 7208): check_host() over any DNSLookup.
+        .target(name: "SPF", dependencies: ["DNS"], swiftSettings: strictSettings),
         // The mail log (COMPAT.md §18).
         .target(name: "MailLog", swiftSettings: strictSettings),
         // The durable queue, its delivery loops, couriers and DSNs.
@@ -102,8 +115,8 @@ let package = Package(
         .target(
             name: "ChasquidServer",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "LocalDomains", "LocalRPC",
-                "MailLog", "MailQueue", "Normalization", "SMTPCore", "SMTPServer",
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DNS", "DurableFiles", "IDNA", "LocalDomains",
+                "LocalRPC", "MailLog", "MailQueue", "Normalization", "SMTPCore", "SMTPServer", "SPF",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -133,6 +146,12 @@ let package = Package(
         .testTarget(name: "AliasesTests", dependencies: ["Aliases"], swiftSettings: strictSettings),
         .testTarget(name: "LocalDomainsTests", dependencies: ["LocalDomains"], swiftSettings: strictSettings),
         .testTarget(name: "LocalRPCTests", dependencies: ["LocalRPC"], swiftSettings: strictSettings),
+        .testTarget(name: "DNSTests", dependencies: ["DNS", "ChildProcess"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "SPFTests",
+            dependencies: ["SPF", "DNS", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "MailQueueTests",

@@ -1,10 +1,10 @@
 import Aliases
 import ChasquidConfig
 import ChasquidProto
+import DNS
 import Dispatch
 import DurableFiles
 import Foundation
-import Synchronization
 import LocalDomains
 import Logging
 import MailLog
@@ -13,6 +13,8 @@ import NIOCore
 import NIOPosix
 import SMTPCore
 import SMTPServer
+import SPF
+import Synchronization
 
 /// The daemon's command-line options (COMPAT.md §11.1).
 public struct DaemonOptions: Sendable {
@@ -27,6 +29,8 @@ public struct DaemonOptions: Sendable {
     public var maxReceivedHeaders = SMTPDefaults.maxReceivedHeaders
     public var reloadEvery: Duration = .seconds(30)
     public var outgoingSMTPPort = 25
+    /// `host:port` of the one DNS server to ask; empty means /etc/resolv.conf.
+    public var dnsServer = ""
 
     public init() {}
 }
@@ -113,8 +117,19 @@ public final class Daemon: Sendable {
             logger.info("  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases)")
         }
 
+        let resolverConfiguration: ResolverConfiguration
+        do {
+            resolverConfiguration = options.dnsServer.isEmpty ? .system() : try .single(options.dnsServer)
+        } catch {
+            throw StartupError(description: "Invalid -testing__dns_addr: \(error)")
+        }
+        let dns = StubResolver(configuration: resolverConfiguration)
+        logger.info("DNS servers: \(resolverConfiguration.servers.map { "\($0)" }.joined(separator: ", "))")
+
         let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve")
-        let policy = ServerPolicy(domains: domains, aliasHook: aliasHook, mailLog: mailLog)
+        let policy = ServerPolicy(
+            domains: domains, aliasHook: aliasHook, mailLog: mailLog,
+            spf: SPFChecker(dns: dns, receivingHost: config.hostname))
         self.policy = policy
 
         let dataDirectory = config.dataDir.hasPrefix("/") ? config.dataDir : workingDirectory + "/" + config.dataDir

@@ -56,7 +56,7 @@ public struct QueueSink: MessageSink {
         let facts = PostDataHook.Facts(
             remoteAddress: remoteAddress, ehloDomain: session.ehloDomain ?? "", from: envelope.from,
             recipients: envelope.recipients, authenticatedAs: session.authenticatedAs, onTLS: session.onTLS,
-            spfPass: false, fromLocalDomain: envelope.from == "<>" || isLocal(fromDomain))
+            spfPass: envelope.spf?.passed ?? false, fromLocalDomain: envelope.from == "<>" || isLocal(fromDomain))
         switch await hook.run(message: message, facts: facts) {
         case .skipped, .acceptedBadOutput, .accepted(headers: []):
             return spool

@@ -1,20 +1,30 @@
 import Aliases
+import DNS
 import Dispatch
 import Foundation
+import IDNA
 import LocalDomains
 import MailLog
 import SMTPCore
+import SPF
 
 /// The server's answers to the session's questions, from the live domains.
 public struct ServerPolicy: SessionPolicy {
     let domains: LocalDomainStore
     let aliasHook: ResolveHook?
     let mailLog: MailLog
+    /// SPF for unauthenticated senders; nil turns the check off (tests).
+    let spf: SPFChecker?
 
-    public init(domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog) {
+    /// How long one SPF check may take in all; RFC 7208 §4.6.4 asks for at
+    /// least 20 seconds. Past it the result is temperror, which accepts.
+    public static let spfDeadline: Duration = .seconds(20)
+
+    public init(domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog, spf: SPFChecker?) {
         self.domains = domains
         self.aliasHook = aliasHook
         self.mailLog = mailLog
+        self.spf = spf
     }
 
     /// A resolver over the current snapshot.
@@ -50,8 +60,51 @@ public struct ServerPolicy: SessionPolicy {
         return accepted ? .accepted : .rejected
     }
 
-    public func checkSender(_ address: String, session: SessionInfo) async -> Reply? {
-        // SPF and the incoming security level arrive with issues 5 and 6.
-        nil
+    public func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck {
+        // SPF only for strangers: an authenticated user may send as anyone (§12.2).
+        guard !session.isAuthenticated, let spf, let ip = session.remoteIP.flatMap({ IPAddress($0) }) else {
+            return .accepted
+        }
+        let outcome = await Self.withDeadline(Self.spfDeadline) {
+            await spf.check(ip: ip.unmapped, helo: session.ehloDomain ?? "", sender: Self.asciiDomain(address))
+        } ?? SPFOutcome(result: .temperror, reason: "SPF check timed out")
+        let verdict = SPFVerdict(result: outcome.result.rawValue, reason: outcome.reason)
+        if outcome.result == .fail {
+            // Only a fail refuses; errors are tolerated (§12.2 step 6).
+            let reason = outcome.reason ?? "<nil>"
+            return SenderCheck(
+                refusal: Reply(550, "5.7.23 SPF check failed: \(reason)"), logReason: "failed SPF: \(reason)",
+                spf: verdict)
+        }
+        // The incoming security level (issue 6) is checked here, after a pass.
+        return SenderCheck(spf: verdict)
+    }
+
+    /// The address with its domain in A-labels, which is what DNS holds.
+    /// An address whose domain does not convert is left as it is; its SPF
+    /// lookups then fail as an invalid domain.
+    static func asciiDomain(_ address: String) -> String {
+        guard let at = address.lastIndex(of: "@") else { return address }
+        let domain = String(address[address.index(after: at)...])
+        guard domain.utf8.contains(where: { $0 >= 0x80 }), let ascii = try? UTS46.toASCII(domain) else {
+            return address
+        }
+        return address[..<at] + "@" + ascii
+    }
+
+    /// Runs `operation`, or gives nil if it takes longer than `deadline`.
+    static func withDeadline<T: Sendable>(
+        _ deadline: Duration, _ operation: @escaping @Sendable () async -> T
+    ) async -> T? {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask { await operation() }
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 }

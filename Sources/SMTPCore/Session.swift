@@ -21,8 +21,9 @@ public protocol SessionPolicy: Sendable {
     func recipientExists(_ address: String) async -> RecipientCheck
     /// Checks credentials; `domain` may be empty.
     func authenticate(user: String, domain: String, password: String) async -> AuthCheck
-    /// SPF and security-level checks on the sender; nil accepts.
-    func checkSender(_ address: String, session: SessionInfo) async -> Reply?
+    /// SPF and security-level checks on the sender (COMPAT.md §12.2 steps 6
+    /// and 7).
+    func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck
 }
 
 public enum RecipientCheck: Equatable, Sendable {
@@ -35,6 +36,40 @@ public enum AuthCheck: Equatable, Sendable {
     case accepted
     case rejected
     case backendFailed(String)
+}
+
+/// The verdict of the sender checks at MAIL FROM.
+public struct SenderCheck: Equatable, Sendable {
+    /// The reply refusing the sender; nil accepts.
+    public var refusal: Reply?
+    /// The mail-log reason for a refusal, in chasquid's words (§18).
+    public var logReason: String?
+    /// The SPF outcome, when SPF ran.
+    public var spf: SPFVerdict?
+
+    public init(refusal: Reply? = nil, logReason: String? = nil, spf: SPFVerdict? = nil) {
+        self.refusal = refusal
+        self.logReason = logReason
+        self.spf = spf
+    }
+
+    public static let accepted = SenderCheck()
+}
+
+/// An SPF outcome as the session keeps it, for the `Received-SPF` and
+/// `Authentication-Results` headers and the post-data hook.
+public struct SPFVerdict: Equatable, Sendable {
+    /// `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror` or `permerror`.
+    public var result: String
+    /// Why; nil prints as `<nil>`, as chasquid does.
+    public var reason: String?
+
+    public init(result: String, reason: String?) {
+        self.result = result
+        self.reason = reason
+    }
+
+    public var passed: Bool { result == "pass" }
 }
 
 /// What is known about the session, for policies and headers.
@@ -50,6 +85,8 @@ public struct SessionInfo: Equatable, Sendable {
     public var authenticatedAs: String?
     public var authenticatedUser: String?
     public var authenticatedDomain: String?
+    /// The client's IP address as text; nil when not known.
+    public var remoteIP: String? = nil
 
     public var isAuthenticated: Bool { authenticatedAs != nil }
 }
@@ -60,6 +97,8 @@ public struct Envelope: Equatable, Sendable {
     public var from: String
     /// Accepted recipients, before alias expansion.
     public var recipients: [String] = []
+    /// The SPF outcome at MAIL FROM, when SPF ran.
+    public var spf: SPFVerdict? = nil
 }
 
 /// A policy refusal worth a mail-log line (COMPAT.md §18): who, and why, in
@@ -100,10 +139,10 @@ public struct Session: Sendable {
     private var errors = 0
     private var awaitingAuthResponse = false
 
-    public init(mode: ListenerMode, hostname: String, maxDataSize: Int, onTLS: Bool) {
+    public init(mode: ListenerMode, hostname: String, maxDataSize: Int, onTLS: Bool, remoteIP: String? = nil) {
         self.info = SessionInfo(
             mode: mode, serverName: hostname, onTLS: onTLS, ehloDomain: nil, usedEHLO: false,
-            authenticatedAs: nil, authenticatedUser: nil, authenticatedDomain: nil)
+            authenticatedAs: nil, authenticatedUser: nil, authenticatedDomain: nil, remoteIP: remoteIP)
         self.maxDataSize = maxDataSize
     }
 
@@ -212,8 +251,9 @@ public struct Session: Sendable {
         guard address.utf8.count <= SMTPDefaults.maxAddressLength else {
             return .reply(Reply(501, "5.1.7 Sender address too long"))
         }
-        if let refusal = await policy.checkSender(address, session: info) {
-            rejection = Rejection(from: address, to: [], reason: refusal.text)
+        let check = await policy.checkSender(address, session: info)
+        if let refusal = check.refusal {
+            rejection = Rejection(from: address, to: [], reason: check.logReason ?? refusal.text)
             return .reply(refusal)
         }
         let from: String
@@ -222,7 +262,7 @@ public struct Session: Sendable {
         } catch {
             return .reply(Reply(501, "5.1.8 Malformed sender domain (IDNA conversion failed)"))
         }
-        envelope = Envelope(from: from)
+        envelope = Envelope(from: from, spf: check.spf)
         return .reply(Reply(250, "2.1.5 You feel like you are being watched"))
     }
 

@@ -64,7 +64,8 @@ struct Connection {
             lastReply = .now
         }
         var session = Session(
-            mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false)
+            mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false,
+            remoteIP: facts.remoteIP)
         var tlsVersion: String?
         if implicitTLS {
             // Nothing is read before the handshake completes on port 465.
@@ -219,12 +220,10 @@ struct Connection {
         var storageError: String?
         do {
             let file = try sink.newSpool()
-            try file.append(
-                Array(
-                    TraceHeaders.received(
-                        session: session.info, remoteIP: facts.remoteIP, tlsVersion: tlsVersion,
-                        envelopeFrom: envelope.from
-                    ).utf8))
+            var trace = envelope.spf.map { TraceHeaders.spf($0, serverName: session.info.serverName) } ?? ""
+            trace += TraceHeaders.received(
+                session: session.info, remoteIP: facts.remoteIP, tlsVersion: tlsVersion, envelopeFrom: envelope.from)
+            try file.append(Array(trace.utf8))
             spool = file
         } catch {
             storageError = "\(error)"

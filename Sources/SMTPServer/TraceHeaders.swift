@@ -23,4 +23,13 @@ public enum TraceHeaders {
         lines.append("; \(rfc1123Date(date))")
         return lines.joined(separator: "\n\t") + "\n"
     }
+
+    /// `Authentication-Results` and `Received-SPF` for an SPF verdict, in
+    /// that order (COMPAT.md §12.3). The Authentication-Results value is
+    /// folded with CRLF, as chasquid 1.18 builds it. DKIM verification does
+    /// not exist yet, so no `dkim=` item is claimed.
+    public static func spf(_ verdict: SPFVerdict, serverName: String) -> String {
+        let item = "\(verdict.result) (\(verdict.reason ?? "<nil>"))"
+        return "Authentication-Results: \(serverName)\r\n\t;spf=\(item)\n" + "Received-SPF: \(item)\n"
+    }
 }

@@ -22,6 +22,7 @@ var flags = GoFlags([
     .init("testing__outgoing_smtp_port", .string, "25", "port to use for outgoing SMTP connections, ONLY FOR TESTING"),
     .init("testing__max_received_headers", .int, "50", "max Received headers, ONLY FOR TESTING"),
     .init("testing__reload_every", .string, "30s", "how often to reload, ONLY FOR TESTING"),
+    .init("testing__dns_addr", .string, "", "DNS server address (host:port) instead of /etc/resolv.conf, ONLY FOR TESTING"),
 ])
 
 do {
@@ -46,6 +47,7 @@ options.alsoLogToStderr = flags.bool("alsologtostderr")
 options.syslogTag = flags.string("logtosyslog")
 options.maxReceivedHeaders = flags.int("testing__max_received_headers")
 options.outgoingSMTPPort = Int(flags.string("testing__outgoing_smtp_port")) ?? 25
+options.dnsServer = flags.string("testing__dns_addr")
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
     options.reloadEvery = every
 } else {

@@ -67,6 +67,15 @@ import Testing
 }
 
 @Suite struct TraceHeaderTests {
+    @Test func spfHeadersFoldAuthenticationResultsWithCRLF() {
+        #expect(
+            TraceHeaders.spf(SPFVerdict(result: "pass", reason: "matched ip"), serverName: "mx.example.com")
+                == "Authentication-Results: mx.example.com\r\n\t;spf=pass (matched ip)\nReceived-SPF: pass (matched ip)\n")
+        #expect(
+            TraceHeaders.spf(SPFVerdict(result: "none", reason: nil), serverName: "h")
+                == "Authentication-Results: h\r\n\t;spf=none (<nil>)\nReceived-SPF: none (<nil>)\n")
+    }
+
     @Test func receivedForAPlainUnauthenticatedClient() {
         var info = SessionInfo(
             mode: .smtp, serverName: "mx.example.com", onTLS: false, ehloDomain: "client.example.org", usedEHLO: true,

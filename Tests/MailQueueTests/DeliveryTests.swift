@@ -138,3 +138,14 @@ import Testing
         await h.queue.stop()
     }
 }
+
+@Suite struct CRLFConversionTests {
+    @Test func bareLineFeedsBecomeCRLFAndExistingCRLFStaysOne() {
+        let stored = Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\nReceived-SPF: pass\n\nbody\n".utf8)
+        #expect(
+            toCRLF(stored)
+                == Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\r\nReceived-SPF: pass\r\n\r\nbody\r\n".utf8))
+        #expect(toCRLF(Array("a\rb\n".utf8)) == Array("a\rb\r\n".utf8))
+        #expect(toCRLF([]) == [])
+    }
+}

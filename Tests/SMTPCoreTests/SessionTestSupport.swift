@@ -26,6 +26,8 @@ struct FakePolicy: SessionPolicy {
     var authBackendFails = false
     /// Returned by checkSender (SPF / security level refusal).
     var senderRefusal: Reply?
+    /// The SPF verdict checkSender reports.
+    var senderSPF: SPFVerdict?
     let log = CallLog()
 
     func isLocal(domain: String) -> Bool {
@@ -45,9 +47,10 @@ struct FakePolicy: SessionPolicy {
         return passwords["\(user)@\(domain)"] == password ? .accepted : .rejected
     }
 
-    func checkSender(_ address: String, session: SessionInfo) async -> Reply? {
+    func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck {
         log.record("sender \(address)")
-        return senderRefusal
+        let logReason = senderRefusal.map { _ in "failed SPF: \(senderSPF?.reason ?? "test")" }
+        return SenderCheck(refusal: senderRefusal, logReason: logReason, spf: senderSPF)
     }
 }
 

@@ -258,6 +258,18 @@ import Testing
         let step = await h.send("MAIL FROM:<a@remote.example>")
         #expect(step == .reply(Reply(550, "5.7.23 SPF check failed: not authorised")))
         #expect(h.session.envelope == nil)
+        // The mail log gets the policy's reason, not the reply text.
+        #expect(h.session.rejection == Rejection(from: "a@remote.example", to: [], reason: "failed SPF: test"))
+    }
+
+    @Test func spfVerdictIsKeptWithTheEnvelopeUntilTheNextMail() async {
+        var h = Harness()
+        h.policy.senderSPF = SPFVerdict(result: "softfail", reason: "matched all")
+        await h.ok("MAIL FROM:<a@remote.example>")
+        #expect(h.session.envelope?.spf == SPFVerdict(result: "softfail", reason: "matched all"))
+        h.policy.senderSPF = nil
+        await h.ok("MAIL FROM:<b@remote.example>")
+        #expect(h.session.envelope?.spf == nil)
     }
 
     @Test func policySeesTheSession() async {

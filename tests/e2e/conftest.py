@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from dnstest import DNSServer
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OURS = ".build/debug/chasquid-util"
 DEFAULT_HOSTNAME = "mx.example.com"
@@ -123,3 +125,17 @@ def config_dir(tmp_path):
     data.mkdir()
     write_config(conf, default_config_text(data))
     return conf
+
+
+@pytest.fixture
+def dns_server():
+    """A started test DNS server (tests/dnsserver/dnsserver.py) with an empty
+    zone, stopped after the test. Use dns_server.set_zone({...}) or
+    .update(name, records); pass dns_server.chasquid_flag to the daemon.
+    For a server shared by a module, use dnstest.DNSServer directly."""
+    server = DNSServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

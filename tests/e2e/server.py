@@ -22,6 +22,7 @@ Environment: CHASQUID, CHASQUID_UTIL, MAILDIR_DELIVER override the
 binaries (relative paths are taken from the repo root).
 """
 
+import atexit
 import errno
 import os
 import shutil
@@ -31,6 +32,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from dnstest import DNSServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,6 +177,21 @@ def cleanup_caches():
             shutil.rmtree(c, ignore_errors=True)
 
 
+_empty_dns = None
+
+
+def empty_dns_flag():
+    """-testing__dns_addr for a DNS server with an empty zone, shared by
+    every daemon that does not bring its own: each name is NXDOMAIN at once,
+    so no test ever asks the machine's resolver (or the internet)."""
+    global _empty_dns
+    if _empty_dns is None:
+        _empty_dns = DNSServer()
+        _empty_dns.start()
+        atexit.register(_empty_dns.cleanup)
+    return _empty_dns.chasquid_flag
+
+
 class ChasquidServer:
     """One chasquid daemon and its directories.
 
@@ -258,6 +276,8 @@ class ChasquidServer:
         cmd = [str(chasquid_bin()), f"-config_dir={self.config_dir}",
                # Never let a queued remote message leave the machine.
                "-testing__outgoing_smtp_port=1", *self.flags]
+        if not any(f.startswith("-testing__dns_addr") for f in self.flags):
+            cmd.append(empty_dns_flag())
         self.proc = retry_busy(lambda: subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
             stderr=self._stderr_file, cwd=str(self.base),

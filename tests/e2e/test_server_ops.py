@@ -60,7 +60,7 @@ def test_systemd_socket_activation(srv):
 
     with open(srv.stderr_path, "ab") as err:
         proc = subprocess.Popen(
-            [str(S.chasquid_bin()), f"-config_dir={srv.config_dir}"],
+            [str(S.chasquid_bin()), f"-config_dir={srv.config_dir}", S.empty_dns_flag()],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(3, 4),
             preexec_fn=child_setup)
     try:
