@@ -72,6 +72,15 @@ let package = Package(
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
         .target(name: "LocalRPC", swiftSettings: strictSettings),
+        // Per-domain TLS security levels (domaininfo/s:*): upward-only checks, atomic writes.
+        .target(
+            name: "DomainInfo",
+            dependencies: [
+                "ChasquidProto", "DurableFiles", "LocalRPC",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // SMTP protocol logic with no I/O: framing, DATA decoding, the session.
         .target(name: "SMTPCore", dependencies: ["Normalization"], swiftSettings: strictSettings),
         // DNS: the wire format, a stub resolver over UDP and TCP, IP addresses.
@@ -85,6 +94,29 @@ let package = Package(
         ),
         // SPF (RFC 7208): check_host() over any DNSLookup.
         .target(name: "SPF", dependencies: ["DNS"], swiftSettings: strictSettings),
+        // The SMTP client connection: replies, STARTTLS, deadlines (NIO).
+        .target(
+            name: "SMTPClient",
+            dependencies: [
+                "SMTPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Remote delivery: MX order, TLS levels and downgrade checks, the courier.
+        .target(
+            name: "RemoteDelivery",
+            dependencies: [
+                "DNS", "DomainInfo", "IDNA", "MailQueue", "Normalization", "SMTPClient", "SMTPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The mail log (COMPAT.md §18).
         .target(name: "MailLog", swiftSettings: strictSettings),
         // The durable queue, its delivery loops, couriers and DSNs.
@@ -115,8 +147,9 @@ let package = Package(
         .target(
             name: "ChasquidServer",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DNS", "DurableFiles", "IDNA", "LocalDomains",
-                "LocalRPC", "MailLog", "MailQueue", "Normalization", "SMTPCore", "SMTPServer", "SPF",
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DNS", "DomainInfo", "DurableFiles", "IDNA",
+                "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Normalization", "RemoteDelivery", "SMTPCore",
+                "SMTPServer", "SPF",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -146,6 +179,11 @@ let package = Package(
         .testTarget(name: "AliasesTests", dependencies: ["Aliases"], swiftSettings: strictSettings),
         .testTarget(name: "LocalDomainsTests", dependencies: ["LocalDomains"], swiftSettings: strictSettings),
         .testTarget(name: "LocalRPCTests", dependencies: ["LocalRPC"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "DomainInfoTests",
+            dependencies: ["DomainInfo", "ChasquidProto", "DurableFiles"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "DNSTests", dependencies: ["DNS", "ChildProcess"], swiftSettings: strictSettings),
         .testTarget(
             name: "SPFTests",
@@ -159,6 +197,11 @@ let package = Package(
                 "MailQueue", "MailLog", "Aliases", "ChasquidProto", "DurableFiles",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RemoteDeliveryTests",
+            dependencies: ["RemoteDelivery", "DNS", "DomainInfo", "MailQueue", "SMTPClient", "SMTPCore"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),

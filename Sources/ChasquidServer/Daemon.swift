@@ -3,6 +3,7 @@ import ChasquidConfig
 import ChasquidProto
 import DNS
 import Dispatch
+import DomainInfo
 import DurableFiles
 import Foundation
 import LocalDomains
@@ -11,6 +12,8 @@ import MailLog
 import MailQueue
 import NIOCore
 import NIOPosix
+import Normalization
+import RemoteDelivery
 import SMTPCore
 import SMTPServer
 import SPF
@@ -50,6 +53,8 @@ public final class Daemon: Sendable {
     let mailLog: MailLog
     let domains: LocalDomainStore
     let policy: ServerPolicy
+    /// Per-domain TLS security levels (`<data_dir>/domaininfo`).
+    let securityLevels: DomainInfoStore
     let queue: MailQueue
     let listeners: [Listener]
     let rpc: LocalRPCServer
@@ -126,26 +131,47 @@ public final class Daemon: Sendable {
         let dns = StubResolver(configuration: resolverConfiguration)
         logger.info("DNS servers: \(resolverConfiguration.servers.map { "\($0)" }.joined(separator: ", "))")
 
-        let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve")
-        let policy = ServerPolicy(
-            domains: domains, aliasHook: aliasHook, mailLog: mailLog,
-            spf: SPFChecker(dns: dns, receivingHost: config.hostname))
-        self.policy = policy
-
         let dataDirectory = config.dataDir.hasPrefix("/") ? config.dataDir : workingDirectory + "/" + config.dataDir
         do {
             try makeDirectories(dataDirectory, mode: 0o700)
         } catch {
             throw StartupError(description: "Error creating data directory: \(error)")
         }
+        do {
+            securityLevels = try DomainInfoStore(directory: dataDirectory + "/domaininfo") { domain, error in
+                logger.info("Error writing domain info for \(domain): \(error)")
+            }
+        } catch {
+            throw StartupError(description: "Error opening domain info database: \(error)")
+        }
+        let levels = securityLevels
+        for skipped in levels.lastLoad.skipped { logger.info("Domain info: skipped \(skipped)") }
+        for name in levels.orphanedNames(normalize: { try? Normalize.domain($0) }) {
+            // A record under a name we no longer look up (COMPAT.md §22.7).
+            logger.info("Domain info: record for \"\(name)\" is not under its normalised name, and is not used")
+        }
+
+        let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve")
+        let policy = ServerPolicy(
+            domains: domains, aliasHook: aliasHook, mailLog: mailLog,
+            spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels)
+        self.policy = policy
         let domainStore = domains
         let environment = QueueEnvironment(
             resolve: { address in try await policy.resolver().resolve(address) },
             isLocal: { domainStore.snapshot.isLocal($0) })
+        let remoteCourier: RemoteCourier
+        do {
+            remoteCourier = try RemoteCourier(
+                settings: RemoteCourier.Settings(hostname: config.hostname, port: options.outgoingSMTPPort), dns: dns,
+                levels: levels)
+        } catch {
+            throw StartupError(description: "Error setting up outgoing TLS: \(error)")
+        }
         let couriers = Couriers(
             local: MDACourier(binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs),
             pipe: PipeCourier(),
-            remote: UnavailableCourier(reason: "remote delivery is not available yet (kept in the queue)"))
+            remote: remoteCourier)
         let giveUp = Duration.nanoseconds((try? GoDuration.parse(config.giveUpSendAfter)) ?? 72_000_000_000_000)
         queue = MailQueue(
             settings: QueueSettings(
@@ -199,7 +225,7 @@ public final class Daemon: Sendable {
         if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
         self.listeners = listeners
         rpc = LocalRPCServer(
-            socketPath: dataDirectory + "/localrpc-v1", policy: policy, dataDirectory: dataDirectory, logger: logger)
+            socketPath: dataDirectory + "/localrpc-v1", policy: policy, securityLevels: levels, logger: logger)
     }
 
     /// Binds every listener and serves until a signal ends the process.
@@ -253,6 +279,7 @@ public final class Daemon: Sendable {
         let mailLog = self.mailLog
         let logFile = options.logFile
         let certificates = self.certificates
+        let securityLevels = self.securityLevels
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler {
             logger.info("Received SIGHUP, reloading")
@@ -262,6 +289,13 @@ public final class Daemon: Sendable {
                 try domains.reload()
             } catch {
                 logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+            }
+            // chasquid exits on a broken domaininfo file; like users and
+            // aliases, we keep the levels we have (docs/compatibility.md).
+            do {
+                try securityLevels.reload()
+            } catch {
+                logger.info("Error reloading domain info (keeping the previous levels): \(error)")
             }
             // chasquid restarts for new certificates; we reload them (COMPAT.md §22.2).
             do {

@@ -1,9 +1,11 @@
 import Aliases
+import DomainInfo
 import Foundation
 import LocalRPC
 import Logging
 import NIOCore
 import NIOPosix
+import Normalization
 
 /// The daemon's side of the local RPC (COMPAT.md §16), for chasquid-util's
 /// `aliases-resolve` and `domaininfo-remove`: one request per connection on
@@ -11,7 +13,7 @@ import NIOPosix
 struct LocalRPCServer: Sendable {
     let socketPath: String
     let policy: ServerPolicy
-    let dataDirectory: String
+    let securityLevels: DomainInfoStore
     let logger: Logger
 
     func bind(group: any EventLoopGroup) async throws -> NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never> {
@@ -75,13 +77,13 @@ struct LocalRPCServer: Sendable {
             }
         case "DomaininfoClear":
             guard let domain = arguments.first("Domain") else { return "500 missing Domain" }
-            let path = dataDirectory + "/domaininfo/s:" + FormValues.escape(domain)
-            guard FileManager.default.fileExists(atPath: path) else { return "500 does not exist" }
+            // Both levels go back to PLAIN; the file stays (COMPAT.md §13).
             do {
-                try FileManager.default.removeItem(atPath: path)
-                return "200 "
+                // Records are keyed by the normalised domain (COMPAT.md §22.7).
+                let key = (try? Normalize.domain(domain)) ?? domain
+                return try await securityLevels.clear(domain: key) ? "200 " : "500 does not exist"
             } catch {
-                return "500 \(error.localizedDescription)"
+                return "500 \(error)"
             }
         default:
             return "500 unknown method"

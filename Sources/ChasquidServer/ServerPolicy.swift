@@ -1,10 +1,12 @@
 import Aliases
 import DNS
 import Dispatch
+import DomainInfo
 import Foundation
 import IDNA
 import LocalDomains
 import MailLog
+import Normalization
 import SMTPCore
 import SPF
 
@@ -15,16 +17,22 @@ public struct ServerPolicy: SessionPolicy {
     let mailLog: MailLog
     /// SPF for unauthenticated senders; nil turns the check off (tests).
     let spf: SPFChecker?
+    /// Per-domain TLS levels, for the incoming downgrade check.
+    let securityLevels: DomainInfoStore?
 
     /// How long one SPF check may take in all; RFC 7208 §4.6.4 asks for at
     /// least 20 seconds. Past it the result is temperror, which accepts.
     public static let spfDeadline: Duration = .seconds(20)
 
-    public init(domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog, spf: SPFChecker?) {
+    public init(
+        domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog, spf: SPFChecker?,
+        securityLevels: DomainInfoStore?
+    ) {
         self.domains = domains
         self.aliasHook = aliasHook
         self.mailLog = mailLog
         self.spf = spf
+        self.securityLevels = securityLevels
     }
 
     /// A resolver over the current snapshot.
@@ -76,7 +84,18 @@ public struct ServerPolicy: SessionPolicy {
                 refusal: Reply(550, "5.7.23 SPF check failed: \(reason)"), logReason: "failed SPF: \(reason)",
                 spf: verdict)
         }
-        // The incoming security level (issue 6) is checked here, after a pass.
+        // The incoming security level, only after a pass, so that strangers
+        // cannot raise another domain's level (COMPAT.md §13) [SEC]. It is
+        // keyed on the normalised sender domain (§22.7).
+        if outcome.result == .pass, let securityLevels {
+            let domain = (try? Normalize.domain(Address.domain(of: address))) ?? Address.domain(of: address)
+            let level: SecurityLevel = session.onTLS ? .tlsClient : .plain
+            if await !securityLevels.incomingAllowed(domain: domain, level: level) {
+                return SenderCheck(
+                    refusal: Reply(550, "5.7.3 Security level check failed"),
+                    logReason: "security level check failed", spf: verdict)
+            }
+        }
         return SenderCheck(spf: verdict)
     }
 

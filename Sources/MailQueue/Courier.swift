@@ -11,6 +11,15 @@ public enum DeliveryResult: Equatable, Sendable {
 public protocol Courier: Sendable {
     /// - Parameter data: the message, LF line endings.
     func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult
+    /// A FORWARD recipient: through the `via` servers, in order (§12.4).
+    /// Couriers that do not forward deliver as usual.
+    func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult
+}
+
+extension Courier {
+    public func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult {
+        await deliver(from: from, to: to, data: data)
+    }
 }
 
 /// For recipients no courier handles yet (remote mail, before outgoing SMTP

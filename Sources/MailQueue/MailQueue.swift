@@ -309,7 +309,8 @@ public actor MailQueue {
             for (index, recipient) in message.rcpt.enumerated() where recipient.status == .pending {
                 let courier = courier(for: recipient)
                 let from = envelopeSender(message.from, for: recipient)
-                group.addTask { (index, await courier.deliver(from: from, to: recipient.address, data: data)) }
+                let via = recipient.type == .forward ? recipient.via : []
+                group.addTask { (index, await courier.deliver(from: from, to: recipient.address, data: data, via: via)) }
             }
             for await (index, result) in group { record(id, index, result) }
         }

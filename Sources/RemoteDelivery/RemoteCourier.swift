@@ -1,0 +1,307 @@
+import DNS
+import DomainInfo
+import Foundation
+import IDNA
+import MailQueue
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Normalization
+import SMTPClient
+import SMTPCore
+
+/// Delivers to other domains' servers over SMTP (COMPAT.md §12.5): MX
+/// lookup, STARTTLS whenever offered with the certificate checked against
+/// the MX name, downgrade protection from the per-domain levels, and
+/// FORWARD recipients through their `via` servers.
+public struct RemoteCourier: Courier {
+    public struct Settings: Sendable {
+        /// Our name, for EHLO.
+        public var hostname: String
+        /// Port 25, or `-testing__outgoing_smtp_port`.
+        public var port: Int
+        public var connectTimeout: Duration = .seconds(60)
+        /// For each reply; the whole session is bounded by `sessionTimeout`.
+        public var replyTimeout: Duration = .seconds(300)
+        public var sessionTimeout: Duration = .seconds(600)
+
+        public init(hostname: String, port: Int) {
+            self.hostname = hostname
+            self.port = port
+        }
+    }
+
+    let settings: Settings
+    let dns: any DNSLookup
+    let levels: DomainInfoStore
+    let verifyingContext: NIOSSLContext
+    let nonVerifyingContext: NIOSSLContext
+
+    public init(settings: Settings, dns: any DNSLookup, levels: DomainInfoStore) throws {
+        self.settings = settings
+        self.dns = dns
+        self.levels = levels
+        var verifying = TLSConfiguration.makeClientConfiguration()
+        verifying.certificateVerification = .fullVerification
+        verifying.trustRoots = Self.trustRoots()
+        verifyingContext = try NIOSSLContext(configuration: verifying)
+        var lenient = TLSConfiguration.makeClientConfiguration()
+        lenient.certificateVerification = .none
+        nonVerifyingContext = try NIOSSLContext(configuration: lenient)
+    }
+
+    /// The system trust store, or what `SSL_CERT_FILE` / `SSL_CERT_DIR` name,
+    /// as OpenSSL's tools honour them.
+    static func trustRoots() -> NIOSSLTrustRoots {
+        let environment = ProcessInfo.processInfo.environment
+        if let file = environment["SSL_CERT_FILE"], !file.isEmpty { return .file(file) }
+        if let directory = environment["SSL_CERT_DIR"], !directory.isEmpty { return .file(directory) }
+        return .default
+    }
+
+    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+        await deliver(from: from, to: to, data: data, via: [])
+    }
+
+    public func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult {
+        let domain = Address.domain(of: to)
+        let asciiDomain = (try? UTS46.toASCII(domain)) ?? domain
+        let hosts: [String]
+        if !via.isEmpty {
+            // FORWARD: the named servers, in order; no MX (§12.4).
+            hosts = via
+        } else {
+            switch await MXList.lookup(asciiDomain, dns: dns) {
+            case .hosts(let list): hosts = list
+            case .temporaryFailure(let reason): return .temporary(reason)
+            case .permanentFailure(let reason): return .permanent(reason)
+            }
+        }
+        var lastError = "no servers to try"
+        for host in hosts {
+            let attempt = Attempt(
+                courier: self, host: host, levelKey: domain, isImplicitMX: via.isEmpty && host == asciiDomain,
+                from: from, to: to, data: data)
+            switch await attempt.run() {
+            case .sent: return .sent
+            case .permanent(let reason): return .permanent(reason)
+            case .temporary(let reason): lastError = reason
+            }
+        }
+        if hosts.count == 1 { return .temporary(lastError) }
+        return .temporary("all MXs returned transient failures (last: \(lastError))")
+    }
+}
+
+/// One try at one server, through every fallback: TLS with a verified
+/// certificate, TLS without, then plaintext.
+struct Attempt {
+    let courier: RemoteCourier
+    let host: String
+    /// The domain whose security level applies (the recipient's).
+    let levelKey: String
+    /// The host is the recipient domain itself, for want of MX records.
+    let isImplicitMX: Bool
+    let from: String
+    let to: String
+    let data: [UInt8]
+
+    var settings: RemoteCourier.Settings { courier.settings }
+
+    enum TLSMode {
+        case verified
+        case unverified
+        case none
+    }
+
+    func run() async -> DeliveryResult {
+        let addresses: [SocketAddress]
+        switch await resolve() {
+        case .success(let list): addresses = list
+        case .failure(let error): return error.result
+        }
+        // A server that offers STARTTLS gets it; a handshake that fails is
+        // tried without the certificate check, then in plaintext (≥1.12).
+        var mode = TLSMode.verified
+        while true {
+            let outcome = await session(addresses: addresses, mode: mode)
+            switch outcome {
+            case .done(let result): return result
+            case .tlsFailed(let reason):
+                switch mode {
+                case .verified: mode = .unverified
+                case .unverified: mode = .none
+                case .none: return .temporary(reason)
+                }
+            }
+        }
+    }
+
+    struct Failure: Error {
+        var result: DeliveryResult
+    }
+
+    /// The host's addresses, A before AAAA; an IP literal (or `host:port`
+    /// from a `via` list) as it is.
+    func resolve() async -> Result<[SocketAddress], Failure> {
+        var name = host
+        var port = settings.port
+        if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]"), host.firstIndex(of: ":") == colon,
+            let explicit = Int(host[host.index(after: colon)...])
+        {
+            name = String(host[..<colon])
+            port = explicit
+        } else if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+            name = String(host[host.index(after: host.startIndex)..<close])
+            if let explicit = Int(host[host.index(after: close)...].dropFirst()) { port = explicit }
+        }
+        if let literal = IPAddress(name), let address = try? SocketAddress(ipAddress: literal.description, port: port) {
+            return .success([address])
+        }
+        var addresses: [SocketAddress] = []
+        var lastError: DNSError?
+        var notFound = 0
+        for ipv6 in [false, true] {
+            do {
+                for ip in try await courier.dns.addresses(name, ipv6: ipv6) {
+                    if let address = try? SocketAddress(ipAddress: ip.description, port: port) {
+                        addresses.append(address)
+                    }
+                }
+            } catch {
+                lastError = error
+                if error.isNameNotFound { notFound += 1 }
+            }
+        }
+        // A domain that does not exist at all will not start to: bounce now
+        // instead of retrying for days.
+        if addresses.isEmpty, isImplicitMX, notFound == 2 {
+            return .failure(Failure(result: .permanent("\(name): no such domain")))
+        }
+        if addresses.isEmpty {
+            if let lastError, lastError.isTemporary {
+                return .failure(Failure(result: .temporary("looking up \(name): \(lastError)")))
+            }
+            return .failure(Failure(result: .temporary("no addresses for \(name)")))
+        }
+        return .success(addresses)
+    }
+
+    enum SessionOutcome {
+        case done(DeliveryResult)
+        case tlsFailed(String)
+    }
+
+    /// The hostname to send as SNI and to check the certificate against:
+    /// not an IP literal, without a port.
+    var serverName: String? {
+        let name = host.split(separator: ":").first.map(String.init) ?? host
+        return IPAddress(name) == nil && !host.hasPrefix("[") ? name : nil
+    }
+
+    func session(addresses: [SocketAddress], mode: TLSMode) async -> SessionOutcome {
+        var connection: ClientConnection?
+        var greeting = Reply(0, "")
+        var dialErrors: [String] = []
+        for address in addresses {
+            do {
+                (connection, greeting) = try await ClientConnection.connect(
+                    to: address, timeout: settings.connectTimeout)
+                break
+            } catch {
+                dialErrors.append("\(error)")
+            }
+        }
+        guard let connection else {
+            return .done(.temporary(dialErrors.last ?? "could not connect to \(host)"))
+        }
+        defer { connection.close() }
+        do {
+            return try await converse(connection, greeting: greeting, mode: mode)
+        } catch let failure as Failure {
+            return .done(failure.result)
+        } catch {
+            return .done(.temporary("\(host): \(error)"))
+        }
+    }
+
+    func converse(_ connection: ClientConnection, greeting: Reply, mode: TLSMode) async throws -> SessionOutcome {
+        let timeout = settings.replyTimeout
+        try check(greeting, expect: 220, step: "greeting")
+        var capabilities = try await hello(connection)
+        var level = SecurityLevel.plain
+        if capabilities.has("STARTTLS") && mode != .none {
+            let reply = try await connection.command("STARTTLS", timeout: timeout)
+            guard reply.code == 220 else { return .tlsFailed("\(host): STARTTLS refused: \(reply.summary)") }
+            let context = mode == .verified ? courier.verifyingContext : courier.nonVerifyingContext
+            do {
+                try await connection.startTLS(
+                    context: context, serverName: serverName, timeout: settings.connectTimeout)
+                capabilities = try await hello(connection)
+            } catch {
+                return .tlsFailed("\(host): TLS handshake failed: \(error)")
+            }
+            level = mode == .verified ? .tlsSecure : .tlsInsecure
+        }
+        // Downgrade protection [SEC]: a level below what this domain has
+        // shown before is a transient failure; the next MX may do better.
+        guard await courier.levels.outgoingAllowed(domain: levelKey, level: level) else {
+            throw Failure(result: .temporary("Security level check failed (level:\(level.name))"))
+        }
+        try await transaction(connection, capabilities: capabilities)
+        _ = try? await connection.command("QUIT", timeout: .seconds(10))
+        return .done(.sent)
+    }
+
+    /// EHLO, or HELO if the server does not know EHLO.
+    func hello(_ connection: ClientConnection) async throws -> ServerCapabilities {
+        let reply = try await connection.command("EHLO \(settings.hostname)", timeout: settings.replyTimeout)
+        if reply.code == 250 { return ServerCapabilities(ehloReply: reply) }
+        let helo = try await connection.command("HELO \(settings.hostname)", timeout: settings.replyTimeout)
+        try check(helo, expect: 250, step: "HELO")
+        return .none
+    }
+
+    func transaction(_ connection: ClientConnection, capabilities: ServerCapabilities) async throws {
+        let timeout = settings.replyTimeout
+        let needsUTF8 = WireAddress.needsSMTPUTF8(from) || WireAddress.needsSMTPUTF8(to)
+        var mailFrom = from == "<>" ? "" : from
+        var rcptTo = to
+        var parameters = ""
+        if capabilities.has("8BITMIME") { parameters += " BODY=8BITMIME" }
+        if needsUTF8 {
+            if capabilities.has("SMTPUTF8") {
+                parameters += " SMTPUTF8"
+            } else {
+                // Without SMTPUTF8, domains go as A-labels; a UTF-8 local
+                // part cannot be sent at all (§12.5 step 5).
+                do {
+                    mailFrom = try WireAddress.ascii(mailFrom)
+                    rcptTo = try WireAddress.ascii(rcptTo)
+                } catch {
+                    throw Failure(result: .permanent("599 \(error) (the server does not support SMTPUTF8)"))
+                }
+            }
+        }
+        if let limit = capabilities.sizeLimit, data.count > limit {
+            throw Failure(result: .permanent("\(host): message of \(data.count) bytes is over the server's SIZE \(limit)"))
+        }
+        try check(try await connection.command("MAIL FROM:<\(mailFrom)>\(parameters)", timeout: timeout), expect: 250, step: "MAIL FROM")
+        try check(try await connection.command("RCPT TO:<\(rcptTo)>", timeout: timeout), expect: 250, step: "RCPT TO", alsoAccept: 251)
+        try check(try await connection.command("DATA", timeout: timeout), expect: 354, step: "DATA")
+        try await connection.send(encodeDataBlock(data))
+        try check(try await connection.readReply(timeout: settings.sessionTimeout), expect: 250, step: "DATA")
+    }
+
+    /// A reply other than the one expected ends the attempt: 5xx
+    /// permanently, anything else for now.
+    func check(_ reply: Reply, expect code: Int, step: String, alsoAccept other: Int? = nil) throws {
+        guard reply.code != code && reply.code != other else { return }
+        let text = "\(host): \(step): \(reply.code) \(reply.lines.joined(separator: "\n"))"
+        throw Failure(result: reply.code >= 500 && reply.code < 600 ? .permanent(text) : .temporary(text))
+    }
+}
+
+extension Reply {
+    var summary: String { "\(code) \(lines.joined(separator: " "))" }
+}
