@@ -22,6 +22,13 @@ extension Courier {
     }
 }
 
+/// A courier that can take several recipients at one domain in one go
+/// (one SMTP transaction), with a result for each.
+public protocol BatchCourier: Courier {
+    /// - Returns: one result per recipient, in order.
+    func deliver(from: String, to: [String], data: [UInt8], via: [String]) async -> [DeliveryResult]
+}
+
 /// For recipients no courier handles yet (remote mail, before outgoing SMTP
 /// exists): every attempt is a temporary failure, so the message stays
 /// queued and is retried until `give_up_send_after`.

@@ -305,14 +305,41 @@ public actor MailQueue {
             }
             return
         }
-        await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+        // Recipients that one SMTP transaction can carry (same courier, same
+        // envelope sender, same domain, same `via`) go together (§22.15);
+        // the rest one by one. All of it in parallel.
+        struct BatchKey: Hashable {
+            var from: String
+            var domain: String
+            var via: [String]
+        }
+        var batches: [BatchKey: [Int]] = [:]
+        var batchOrder: [BatchKey] = []
+        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
             for (index, recipient) in message.rcpt.enumerated() where recipient.status == .pending {
                 let courier = courier(for: recipient)
                 let from = envelopeSender(message.from, for: recipient)
                 let via = recipient.type == .forward ? recipient.via : []
-                group.addTask { (index, await courier.deliver(from: from, to: recipient.address, data: data, via: via)) }
+                if courier is any BatchCourier {
+                    let key = BatchKey(from: from, domain: Address.domain(of: recipient.address), via: via)
+                    if batches[key] == nil { batchOrder.append(key) }
+                    batches[key, default: []].append(index)
+                    continue
+                }
+                group.addTask { [(index, await courier.deliver(from: from, to: recipient.address, data: data, via: via))] }
             }
-            for await (index, result) in group { record(id, index, result) }
+            for key in batchOrder {
+                let indices = batches[key]!
+                guard let courier = courier(for: message.rcpt[indices[0]]) as? any BatchCourier else { continue }
+                let addresses = indices.map { message.rcpt[$0].address }
+                group.addTask {
+                    let results = await courier.deliver(from: key.from, to: addresses, data: data, via: key.via)
+                    return Array(zip(indices, results))
+                }
+            }
+            for await pairs in group {
+                for (index, result) in pairs { record(id, index, result) }
+            }
         }
         // The results are written once per round, and only if the item stays:
         // one that is done is removed next. A crash before this write makes a

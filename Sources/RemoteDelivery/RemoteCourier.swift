@@ -14,7 +14,7 @@ import SMTPCore
 /// lookup, STARTTLS whenever offered with the certificate checked against
 /// the MX name, downgrade protection from the per-domain levels, and
 /// FORWARD recipients through their `via` servers.
-public struct RemoteCourier: Courier {
+public struct RemoteCourier: BatchCourier {
     public struct Settings: Sendable {
         /// Our name, for EHLO.
         public var hostname: String
@@ -60,11 +60,20 @@ public struct RemoteCourier: Courier {
     }
 
     public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
-        await deliver(from: from, to: to, data: data, via: [])
+        await deliver(from: from, to: [to], data: data, via: []).first ?? .temporary("no result")
     }
 
     public func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult {
-        let domain = Address.domain(of: to)
+        await deliver(from: from, to: [to], data: data, via: via).first ?? .temporary("no result")
+    }
+
+    /// Several recipients at one domain, over one connection per server
+    /// (COMPAT.md §22.15): one MAIL, one RCPT each, one DATA. Each recipient
+    /// gets its own result; those still temporary after one server are
+    /// tried at the next.
+    public func deliver(from: String, to recipients: [String], data: [UInt8], via: [String]) async -> [DeliveryResult] {
+        guard let first = recipients.first else { return [] }
+        let domain = Address.domain(of: first)
         let asciiDomain = (try? UTS46.toASCII(domain)) ?? domain
         let hosts: [String]
         if !via.isEmpty {
@@ -73,23 +82,30 @@ public struct RemoteCourier: Courier {
         } else {
             switch await MXList.lookup(asciiDomain, dns: dns) {
             case .hosts(let list): hosts = list
-            case .temporaryFailure(let reason): return .temporary(reason)
-            case .permanentFailure(let reason): return .permanent(reason)
+            case .temporaryFailure(let reason): return recipients.map { _ in .temporary(reason) }
+            case .permanentFailure(let reason): return recipients.map { _ in .permanent(reason) }
             }
         }
-        var lastError = "no servers to try"
+        var results = [DeliveryResult?](repeating: nil, count: recipients.count)
+        var lastErrors = [String](repeating: "no servers to try", count: recipients.count)
         for host in hosts {
+            let pending = recipients.indices.filter { results[$0] == nil }
+            if pending.isEmpty { break }
             let attempt = Attempt(
                 courier: self, host: host, levelKey: domain, isImplicitMX: via.isEmpty && host == asciiDomain,
-                from: from, to: to, data: data)
-            switch await attempt.run() {
-            case .sent: return .sent
-            case .permanent(let reason): return .permanent(reason)
-            case .temporary(let reason): lastError = reason
+                from: from, recipients: pending.map { recipients[$0] }, data: data)
+            for (index, result) in zip(pending, await attempt.run()) {
+                switch result {
+                case .sent, .permanent: results[index] = result
+                case .temporary(let reason): lastErrors[index] = reason
+                }
             }
         }
-        if hosts.count == 1 { return .temporary(lastError) }
-        return .temporary("all MXs returned transient failures (last: \(lastError))")
+        return recipients.indices.map { index in
+            if let result = results[index] { return result }
+            if hosts.count == 1 { return .temporary(lastErrors[index]) }
+            return .temporary("all MXs returned transient failures (last: \(lastErrors[index]))")
+        }
     }
 }
 
@@ -103,10 +119,13 @@ struct Attempt {
     /// The host is the recipient domain itself, for want of MX records.
     let isImplicitMX: Bool
     let from: String
-    let to: String
+    let recipients: [String]
     let data: [UInt8]
 
     var settings: RemoteCourier.Settings { courier.settings }
+
+    /// The same result for every recipient.
+    func all(_ result: DeliveryResult) -> [DeliveryResult] { recipients.map { _ in result } }
 
     enum TLSMode {
         case verified
@@ -114,11 +133,11 @@ struct Attempt {
         case none
     }
 
-    func run() async -> DeliveryResult {
+    func run() async -> [DeliveryResult] {
         let addresses: [SocketAddress]
         switch await resolve() {
         case .success(let list): addresses = list
-        case .failure(let error): return error.result
+        case .failure(let error): return all(error.result)
         }
         // A server that offers STARTTLS gets it; a handshake that fails is
         // tried without the certificate check, then in plaintext (≥1.12).
@@ -131,7 +150,7 @@ struct Attempt {
                 switch mode {
                 case .verified: mode = .unverified
                 case .unverified: mode = .none
-                case .none: return .temporary(reason)
+                case .none: return all(.temporary(reason))
                 }
             }
         }
@@ -188,7 +207,7 @@ struct Attempt {
     }
 
     enum SessionOutcome {
-        case done(DeliveryResult)
+        case done([DeliveryResult])
         case tlsFailed(String)
     }
 
@@ -213,15 +232,15 @@ struct Attempt {
             }
         }
         guard let connection else {
-            return .done(.temporary(dialErrors.last ?? "could not connect to \(host)"))
+            return .done(all(.temporary(dialErrors.last ?? "could not connect to \(host)")))
         }
         defer { connection.close() }
         do {
             return try await converse(connection, greeting: greeting, mode: mode)
         } catch let failure as Failure {
-            return .done(failure.result)
+            return .done(all(failure.result))
         } catch {
-            return .done(.temporary("\(host): \(error)"))
+            return .done(all(.temporary("\(host): \(error)")))
         }
     }
 
@@ -248,9 +267,9 @@ struct Attempt {
         guard await courier.levels.outgoingAllowed(domain: levelKey, level: level) else {
             throw Failure(result: .temporary("Security level check failed (level:\(level.name))"))
         }
-        try await transaction(connection, capabilities: capabilities)
+        let results = try await transaction(connection, capabilities: capabilities)
         _ = try? await connection.command("QUIT", timeout: .seconds(10))
-        return .done(.sent)
+        return .done(results)
     }
 
     /// EHLO, or HELO if the server does not know EHLO.
@@ -262,11 +281,14 @@ struct Attempt {
         return .none
     }
 
-    func transaction(_ connection: ClientConnection, capabilities: ServerCapabilities) async throws {
+    /// MAIL, the RCPTs and DATA; pipelined when the server offers it (RFC
+    /// 2920): MAIL and every RCPT go in one write, their replies are read in
+    /// order, and DATA follows only if a recipient was accepted.
+    func transaction(_ connection: ClientConnection, capabilities: ServerCapabilities) async throws -> [DeliveryResult] {
         let timeout = settings.replyTimeout
-        let needsUTF8 = WireAddress.needsSMTPUTF8(from) || WireAddress.needsSMTPUTF8(to)
+        let needsUTF8 = WireAddress.needsSMTPUTF8(from) || recipients.contains(where: WireAddress.needsSMTPUTF8)
         var mailFrom = from == "<>" ? "" : from
-        var rcptTo = to
+        var rcptTo = recipients
         var parameters = ""
         if capabilities.has("8BITMIME") { parameters += " BODY=8BITMIME" }
         if needsUTF8 {
@@ -277,7 +299,7 @@ struct Attempt {
                 // part cannot be sent at all (§12.5 step 5).
                 do {
                     mailFrom = try WireAddress.ascii(mailFrom)
-                    rcptTo = try WireAddress.ascii(rcptTo)
+                    rcptTo = try recipients.map { address throws(WireAddress.Failure) in try WireAddress.ascii(address) }
                 } catch {
                     throw Failure(result: .permanent("599 \(error) (the server does not support SMTPUTF8)"))
                 }
@@ -286,19 +308,51 @@ struct Attempt {
         if let limit = capabilities.sizeLimit, data.count > limit {
             throw Failure(result: .permanent("\(host): message of \(data.count) bytes is over the server's SIZE \(limit)"))
         }
-        try check(try await connection.command("MAIL FROM:<\(mailFrom)>\(parameters)", timeout: timeout), expect: 250, step: "MAIL FROM")
-        try check(try await connection.command("RCPT TO:<\(rcptTo)>", timeout: timeout), expect: 250, step: "RCPT TO", alsoAccept: 251)
-        try check(try await connection.command("DATA", timeout: timeout), expect: 354, step: "DATA")
-        try await connection.send(encodeDataBlock(data))
-        try check(try await connection.readReply(timeout: settings.sessionTimeout), expect: 250, step: "DATA")
+        let mailCommand = "MAIL FROM:<\(mailFrom)>\(parameters)"
+        let rcptCommands = rcptTo.map { "RCPT TO:<\($0)>" }
+        let mailReply: Reply
+        var rcptReplies: [Reply] = []
+        if capabilities.has("PIPELINING") {
+            try await connection.send(Array(([mailCommand] + rcptCommands).map { $0 + "\r\n" }.joined().utf8))
+            mailReply = try await connection.readReply(timeout: timeout)
+            for _ in rcptCommands { rcptReplies.append(try await connection.readReply(timeout: timeout)) }
+            try check(mailReply, expect: 250, step: "MAIL FROM")
+        } else {
+            mailReply = try await connection.command(mailCommand, timeout: timeout)
+            try check(mailReply, expect: 250, step: "MAIL FROM")
+            for command in rcptCommands { rcptReplies.append(try await connection.command(command, timeout: timeout)) }
+        }
+        var results: [DeliveryResult?] = rcptReplies.map { reply in
+            reply.code == 250 || reply.code == 251 ? nil : failure(reply, step: "RCPT TO")
+        }
+        guard results.contains(where: { $0 == nil }) else {
+            _ = try? await connection.command("RSET", timeout: .seconds(10))
+            return results.map { $0 ?? .temporary("no result") }
+        }
+        let dataOutcome: DeliveryResult
+        let go = try await connection.command("DATA", timeout: timeout)
+        if go.code == 354 {
+            try await connection.send(encodeDataBlock(data))
+            let final = try await connection.readReply(timeout: settings.sessionTimeout)
+            dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA")
+        } else {
+            dataOutcome = failure(go, step: "DATA")
+        }
+        for index in results.indices where results[index] == nil { results[index] = dataOutcome }
+        return results.map { $0 ?? dataOutcome }
+    }
+
+    /// A refusal as a result: 5xx permanent, anything else for now.
+    func failure(_ reply: Reply, step: String) -> DeliveryResult {
+        let text = "\(host): \(step): \(reply.code) \(reply.lines.joined(separator: "\n"))"
+        return reply.code >= 500 && reply.code < 600 ? .permanent(text) : .temporary(text)
     }
 
     /// A reply other than the one expected ends the attempt: 5xx
     /// permanently, anything else for now.
-    func check(_ reply: Reply, expect code: Int, step: String, alsoAccept other: Int? = nil) throws {
-        guard reply.code != code && reply.code != other else { return }
-        let text = "\(host): \(step): \(reply.code) \(reply.lines.joined(separator: "\n"))"
-        throw Failure(result: reply.code >= 500 && reply.code < 600 ? .permanent(text) : .temporary(text))
+    func check(_ reply: Reply, expect code: Int, step: String) throws {
+        guard reply.code != code else { return }
+        throw Failure(result: failure(reply, step: step))
     }
 }
 

@@ -149,3 +149,58 @@ import Testing
         #expect(toCRLF([]) == [])
     }
 }
+
+/// Records each batch it is given; a recipient named `temp…` fails for now.
+actor FakeBatchCourier: BatchCourier {
+    struct Batch: Equatable, Sendable {
+        var from: String
+        var to: [String]
+        var via: [String]
+    }
+    private(set) var batches: [Batch] = []
+
+    func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+        batches.append(Batch(from: from, to: [to], via: []))
+        return .sent
+    }
+
+    func deliver(from: String, to: [String], data: [UInt8], via: [String]) async -> [DeliveryResult] {
+        batches.append(Batch(from: from, to: to, via: via))
+        return to.map { $0.hasPrefix("temp") ? .temporary("try later") : .sent }
+    }
+}
+
+@Suite struct BatchDeliveryTests {
+    @Test func recipientsAtOneDomainGoInOneTransaction() async throws {
+        let dir = TempDir()
+        let log = try MailLog(.memory)
+        let batch = FakeBatchCourier()
+        let aliases: [String: [Recipient]] = [
+            "fwd@local.com": [Recipient("f@far.org", kind: .forward, via: ["mx.far.org"])]
+        ]
+        let queue = MailQueue(
+            settings: QueueSettings(
+                directory: dir.path + "/queue", maxItems: 10, giveUpAfter: .seconds(60),
+                retryDelay: { _ in .milliseconds(50) }),
+            environment: QueueEnvironment(
+                resolve: { aliases[$0] ?? [Recipient($0)] }, isLocal: { $0 == "local.com" }),
+            couriers: Couriers(local: FakeCourier(), pipe: FakeCourier(), remote: batch), log: log)
+        _ = try await queue.load()
+        let spool = try queue.newSpool()
+        try spool.append(Array("x\n".utf8))
+        let id = try await queue.put(
+            from: "s@local.com", to: ["a@far.org", "b@far.org", "temp@far.org", "c@near.org", "fwd@local.com"],
+            spool: spool)
+        #expect(await eventually { await batch.batches.count >= 4 })
+        let batches = await batch.batches
+        // far.org: one batch of three; near.org alone; the FORWARD with its via.
+        #expect(batches.contains(.init(from: "s@local.com", to: ["a@far.org", "b@far.org", "temp@far.org"], via: [])))
+        #expect(batches.contains(.init(from: "s@local.com", to: ["c@near.org"], via: [])))
+        #expect(batches.contains(.init(from: "s@local.com", to: ["f@far.org"], via: ["mx.far.org"])))
+        // The next round carries only the one still pending.
+        #expect(batches.dropFirst(3).allSatisfy { $0.to == ["temp@far.org"] })
+        let lines = log.lines.filter { $0.hasPrefix(id + " ") }
+        #expect(lines.contains("\(id) from=s@local.com to=a@far.org sent"))
+        #expect(lines.contains("\(id) from=s@local.com to=temp@far.org failed (temporary): try later"))
+    }
+}
