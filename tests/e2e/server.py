@@ -18,6 +18,9 @@ socket lives in the data dir and socket paths are limited to ~108 bytes):
     base/mail.log                          mail_log_path
     base/stderr.log                        the daemon's stderr (its log)
 
+The hostname, the domain and certs/ can be chosen per instance (see
+__init__): the remote-delivery tests run mx.a.test and mx.b.test side by side.
+
 Environment: CHASQUID, CHASQUID_UTIL, MAILDIR_DELIVER override the
 binaries (relative paths are taken from the repo root).
 """
@@ -177,19 +180,37 @@ def cleanup_caches():
             shutil.rmtree(c, ignore_errors=True)
 
 
+def wait_for(predicate, timeout=15, what="condition", interval=0.05):
+    """Polls predicate until it returns something true, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 _empty_dns = None
 
 
-def empty_dns_flag():
-    """-testing__dns_addr for a DNS server with an empty zone, shared by
-    every daemon that does not bring its own: each name is NXDOMAIN at once,
-    so no test ever asks the machine's resolver (or the internet)."""
+def shared_dns():
+    """The DNS server shared by every daemon that does not bring its own.
+    Its zone starts empty (each name NXDOMAIN at once), so no test ever asks
+    the machine's resolver (or the internet); a test may add names of its
+    own, unique to it, with .update()."""
     global _empty_dns
     if _empty_dns is None:
         _empty_dns = DNSServer()
         _empty_dns.start()
         atexit.register(_empty_dns.cleanup)
-    return _empty_dns.chasquid_flag
+    return _empty_dns
+
+
+def empty_dns_flag():
+    """-testing__dns_addr for the shared DNS server (see shared_dns)."""
+    return shared_dns().chasquid_flag
 
 
 class ChasquidServer:
@@ -200,8 +221,20 @@ class ChasquidServer:
     """
 
     def __init__(self, base=None, aliases=DEFAULT_ALIASES, post_data_hook=None,
-                 max_data_size_mb=None, extra_conf="", flags=(), extra_env=None):
+                 max_data_size_mb=None, extra_conf="", flags=(), extra_env=None,
+                 hostname=HOSTNAME, domain=DOMAIN, certs=None, outgoing_smtp_port=1):
+        """hostname: chasquid.conf's hostname. domain: the local domain
+        (domains/<domain>/, with the users `user` and `recv`). certs:
+        {name: directory with fullchain.pem and privkey.pem}, copied to
+        certs/<name>/; None gives the two default self-signed ones.
+        outgoing_smtp_port: -testing__outgoing_smtp_port (1 by default, so
+        no queued message ever leaves the machine); can also be set on the
+        attribute before start()."""
         wait_for_binaries()
+        self.hostname = hostname
+        self.domain = domain
+        self.user = f"user@{domain}"
+        self.outgoing_smtp_port = outgoing_smtp_port
         self.base = Path(base or tempfile.mkdtemp(prefix="cqs", dir="/tmp"))
         self.config_dir = self.base / "conf"
         self.data_dir = self.base / "data"
@@ -215,18 +248,14 @@ class ChasquidServer:
         self.extra_env = dict(extra_env or {})
         self.proc = None
         self._stderr_file = None
-        self._layout(aliases, post_data_hook)
+        self._layout(aliases, post_data_hook, certs)
         self.write_conf(max_data_size_mb=max_data_size_mb, extra=extra_conf)
 
     # ---- layout ----
 
-    def _layout(self, aliases, post_data_hook):
-        certs = self.config_dir / "certs"
-        certs.mkdir(parents=True, exist_ok=True)
-        cache = cached_certs()
-        for name in (HOSTNAME, OTHER_NAME):
-            shutil.copytree(cache / name, certs / name, dirs_exist_ok=True)
-        dom = self.config_dir / "domains" / DOMAIN
+    def _layout(self, aliases, post_data_hook, certs=None):
+        self.set_certs(certs)
+        dom = self.config_dir / "domains" / self.domain
         dom.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached_users_file(), dom / "users")
         if aliases is not None:
@@ -235,6 +264,20 @@ class ChasquidServer:
         self.mail_dir.mkdir(exist_ok=True)
         if post_data_hook is not None:
             self.set_hook(post_data_hook)
+
+    def set_certs(self, certs=None):
+        """Replaces certs/ with {name: directory} (None: the default two).
+        Takes effect at the next start (or SIGHUP)."""
+        target = self.config_dir / "certs"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        if certs is None:
+            cache = cached_certs()
+            certs = {name: cache / name for name in (HOSTNAME, OTHER_NAME)}
+        for name, directory in certs.items():
+            (target / name).mkdir()
+            for f in ("fullchain.pem", "privkey.pem"):
+                shutil.copyfile(Path(directory) / f, target / name / f)
 
     def set_hook(self, script):
         hooks = self.config_dir / "hooks"
@@ -248,7 +291,7 @@ class ChasquidServer:
         mda_bin = mda_bin or str(maildir_deliver_bin())
         mda_args = mda_args or [f"{self.mail_dir}/%to_user%"]
         lines = [
-            f'hostname: "{HOSTNAME}"',
+            f'hostname: "{self.hostname}"',
             f'smtp_address: "127.0.0.1:{self.smtp_port}"',
             f'submission_address: "127.0.0.1:{self.submission_port}"',
             f'submission_over_tls_address: "127.0.0.1:{self.tls_port}"',
@@ -274,8 +317,8 @@ class ChasquidServer:
         self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         self._stderr_file = open(self.stderr_path, "ab")
         cmd = [str(chasquid_bin()), f"-config_dir={self.config_dir}",
-               # Never let a queued remote message leave the machine.
-               "-testing__outgoing_smtp_port=1", *self.flags]
+               # By default (1), no queued remote message leaves the machine.
+               f"-testing__outgoing_smtp_port={self.outgoing_smtp_port}", *self.flags]
         if not any(f.startswith("-testing__dns_addr") for f in self.flags):
             cmd.append(empty_dns_flag())
         self.proc = retry_busy(lambda: subprocess.Popen(
@@ -361,6 +404,12 @@ class ChasquidServer:
         return data[self._stderr_offset:].decode("utf-8", "replace") if hasattr(self, "_stderr_offset") \
             else data.decode("utf-8", "replace")
 
+    def util(self, *args, timeout=60):
+        """Runs our chasquid-util with -C=<config_dir> (cwd: base, so a
+        relative data_dir would resolve like the daemon's)."""
+        return run_bin([chasquid_util_bin(), f"-C={self.config_dir}", *args],
+                       cwd=str(self.base), timeout=timeout)
+
     def maildir(self, user="user"):
         return self.mail_dir / user
 
@@ -379,14 +428,7 @@ class ChasquidServer:
         return sorted(p.name for p in q.iterdir())
 
     def wait_for(self, predicate, timeout=15, what="condition"):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+        return wait_for(predicate, timeout, what)
 
     def wait_for_log(self, text, timeout=15):
         return self.wait_for(lambda: text in self.mail_log(), timeout, f"mail log line {text!r}")

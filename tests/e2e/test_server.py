@@ -324,7 +324,11 @@ def test_msmtp_submission_local(srv, tmp_path):
 
 
 def test_msmtp_submission_remote_stays_queued(srv, tmp_path):
-    rcpt = f"someone-{uuid.uuid4().hex[:8]}@remote.invalid"
+    # The domain exists (an A record, no MX), but its server refuses
+    # connections (the harness's outgoing port is 1): a temporary failure.
+    domain = f"remote-{uuid.uuid4().hex[:8]}.example"
+    S.shared_dns().update(domain, {"A": ["127.0.0.1"]})
+    rcpt = f"someone@{domain}"
     original = make_message("msmtp remote", "to a remote domain\n", sender=S.USER, to=rcpt)
     rc, out = msmtp(srv, tmp_path, [rcpt], crlf(original))
     assert rc == 0, out
