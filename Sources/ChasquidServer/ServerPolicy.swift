@@ -9,6 +9,7 @@ import MailLog
 import Normalization
 import SMTPCore
 import SPF
+import Synchronization
 
 /// The server's answers to the session's questions, from the live domains.
 public struct ServerPolicy: SessionPolicy {
@@ -111,19 +112,37 @@ public struct ServerPolicy: SessionPolicy {
         return address[..<at] + "@" + ascii
     }
 
-    /// Runs `operation`, or gives nil if it takes longer than `deadline`.
+    /// Runs `operation`, or gives nil once `deadline` has passed, whichever
+    /// comes first.
     static func withDeadline<T: Sendable>(
         _ deadline: Duration, _ operation: @escaping @Sendable () async -> T
     ) async -> T? {
-        await withTaskGroup(of: T?.self) { group in
-            group.addTask { await operation() }
-            group.addTask {
+        // Not a task group: it would wait for the operation even after the
+        // deadline, and DNS lookups do not react to cancellation. The
+        // operation goes on in the background until its own timeouts end it.
+        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let once = ResumeOnce(continuation)
+            let work = Task { once.resume(await operation()) }
+            Task {
                 try? await Task.sleep(for: deadline)
-                return nil
+                work.cancel()
+                once.resume(nil)
             }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+        }
+    }
+}
+
+/// A continuation that the first of several racers resumes; the others'
+/// results are dropped.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T?, Never>?>
+
+    init(_ continuation: CheckedContinuation<T?, Never>) { self.continuation = Mutex(continuation) }
+
+    func resume(_ value: T?) {
+        continuation.withLock { pending in
+            pending?.resume(returning: value)
+            pending = nil
         }
     }
 }

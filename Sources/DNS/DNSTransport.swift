@@ -84,13 +84,6 @@ enum DNSTransport {
     }
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
 /// Completes the promise with the first datagram from the server that
 /// carries the query's ID; anything else is ignored (off-path spoofing).
 private final class DatagramAnswerHandler: ChannelInboundHandler {

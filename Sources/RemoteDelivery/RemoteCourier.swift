@@ -31,6 +31,9 @@ public struct RemoteCourier: BatchCourier {
         }
     }
 
+    /// Recipients per SMTP transaction (RFC 5321 §4.5.3.1.8).
+    public static let maximumRecipientsPerTransaction = 100
+
     let settings: Settings
     let dns: any DNSLookup
     let levels: DomainInfoStore
@@ -91,13 +94,18 @@ public struct RemoteCourier: BatchCourier {
         for host in hosts {
             let pending = recipients.indices.filter { results[$0] == nil }
             if pending.isEmpty { break }
-            let attempt = Attempt(
-                courier: self, host: host, levelKey: domain, isImplicitMX: via.isEmpty && host == asciiDomain,
-                from: from, recipients: pending.map { recipients[$0] }, data: data)
-            for (index, result) in zip(pending, await attempt.run()) {
-                switch result {
-                case .sent, .permanent: results[index] = result
-                case .temporary(let reason): lastErrors[index] = reason
+            // RFC 5321 §4.5.3.1.8: servers need take no more than 100
+            // recipients per transaction; larger batches go in several.
+            for start in stride(from: 0, to: pending.count, by: Self.maximumRecipientsPerTransaction) {
+                let chunk = Array(pending[start..<min(start + Self.maximumRecipientsPerTransaction, pending.count)])
+                let attempt = Attempt(
+                    courier: self, host: host, levelKey: domain, isImplicitMX: via.isEmpty && host == asciiDomain,
+                    from: from, recipients: chunk.map { recipients[$0] }, data: data)
+                for (index, result) in zip(chunk, await attempt.run()) {
+                    switch result {
+                    case .sent, .permanent: results[index] = result
+                    case .temporary(let reason): lastErrors[index] = reason
+                    }
                 }
             }
         }
@@ -152,6 +160,9 @@ struct Attempt {
                 case .unverified: mode = .none
                 case .none: return all(.temporary(reason))
                 }
+            case .startTLSRefused(let reason):
+                if mode == .none { return all(.temporary(reason)) }
+                mode = .none
             }
         }
     }
@@ -192,10 +203,11 @@ struct Attempt {
                 if error.isNameNotFound { notFound += 1 }
             }
         }
-        // A domain that does not exist at all will not start to: bounce now
-        // instead of retrying for days.
+        // No such domain: a transient failure, as chasquid does (COMPAT.md
+        // §12.5: a dial error is transient), so a resolver's passing
+        // NXDOMAIN for a new domain does not bounce mail.
         if addresses.isEmpty, isImplicitMX, notFound == 2 {
-            return .failure(Failure(result: .permanent("\(name): no such domain")))
+            return .failure(Failure(result: .temporary("\(name): no such domain")))
         }
         if addresses.isEmpty {
             if let lastError, lastError.isTemporary {
@@ -209,13 +221,16 @@ struct Attempt {
     enum SessionOutcome {
         case done([DeliveryResult])
         case tlsFailed(String)
+        /// The server refused the STARTTLS command itself: only plaintext is left.
+        case startTLSRefused(String)
     }
 
     /// The hostname to send as SNI and to check the certificate against:
     /// not an IP literal, without a port.
     var serverName: String? {
+        if host.hasPrefix("[") || IPAddress(host) != nil { return nil }
         let name = host.split(separator: ":").first.map(String.init) ?? host
-        return IPAddress(name) == nil && !host.hasPrefix("[") ? name : nil
+        return IPAddress(name) == nil ? name : nil
     }
 
     func session(addresses: [SocketAddress], mode: TLSMode) async -> SessionOutcome {
@@ -225,7 +240,8 @@ struct Attempt {
         for address in addresses {
             do {
                 (connection, greeting) = try await ClientConnection.connect(
-                    to: address, timeout: settings.connectTimeout)
+                    to: address, connectTimeout: settings.connectTimeout, greetingTimeout: settings.replyTimeout,
+                    sessionTimeout: settings.sessionTimeout)
                 break
             } catch {
                 dialErrors.append("\(error)")
@@ -246,12 +262,16 @@ struct Attempt {
 
     func converse(_ connection: ClientConnection, greeting: Reply, mode: TLSMode) async throws -> SessionOutcome {
         let timeout = settings.replyTimeout
-        try check(greeting, expect: 220, step: "greeting")
+        // A refusal at the greeting or at HELO is about this server, not
+        // the message: try the next MX (COMPAT.md §12.5 step 6).
+        guard greeting.code == 220 else {
+            throw Failure(result: .temporary("\(host): greeting: \(greeting.summary)"))
+        }
         var capabilities = try await hello(connection)
         var level = SecurityLevel.plain
         if capabilities.has("STARTTLS") && mode != .none {
             let reply = try await connection.command("STARTTLS", timeout: timeout)
-            guard reply.code == 220 else { return .tlsFailed("\(host): STARTTLS refused: \(reply.summary)") }
+            guard reply.code == 220 else { return .startTLSRefused("\(host): STARTTLS refused: \(reply.summary)") }
             let context = mode == .verified ? courier.verifyingContext : courier.nonVerifyingContext
             do {
                 try await connection.startTLS(
@@ -277,7 +297,7 @@ struct Attempt {
         let reply = try await connection.command("EHLO \(settings.hostname)", timeout: settings.replyTimeout)
         if reply.code == 250 { return ServerCapabilities(ehloReply: reply) }
         let helo = try await connection.command("HELO \(settings.hostname)", timeout: settings.replyTimeout)
-        try check(helo, expect: 250, step: "HELO")
+        guard helo.code == 250 else { throw Failure(result: .temporary("\(host): HELO: \(helo.summary)")) }
         return .none
     }
 
@@ -286,9 +306,10 @@ struct Attempt {
     /// order, and DATA follows only if a recipient was accepted.
     func transaction(_ connection: ClientConnection, capabilities: ServerCapabilities) async throws -> [DeliveryResult] {
         let timeout = settings.replyTimeout
+        var results = [DeliveryResult?](repeating: nil, count: recipients.count)
         let needsUTF8 = WireAddress.needsSMTPUTF8(from) || recipients.contains(where: WireAddress.needsSMTPUTF8)
         var mailFrom = from == "<>" ? "" : from
-        var rcptTo = recipients
+        var rcptTo: [String?] = recipients
         var parameters = ""
         if capabilities.has("8BITMIME") { parameters += " BODY=8BITMIME" }
         if needsUTF8 {
@@ -296,49 +317,75 @@ struct Attempt {
                 parameters += " SMTPUTF8"
             } else {
                 // Without SMTPUTF8, domains go as A-labels; a UTF-8 local
-                // part cannot be sent at all (§12.5 step 5).
+                // part cannot be sent at all (§12.5 step 5). Each recipient
+                // on its own: one that cannot be sent does not hold back the
+                // others.
                 do {
                     mailFrom = try WireAddress.ascii(mailFrom)
-                    rcptTo = try recipients.map { address throws(WireAddress.Failure) in try WireAddress.ascii(address) }
                 } catch {
                     throw Failure(result: .permanent("599 \(error) (the server does not support SMTPUTF8)"))
+                }
+                for index in recipients.indices {
+                    do {
+                        rcptTo[index] = try WireAddress.ascii(recipients[index])
+                    } catch {
+                        rcptTo[index] = nil
+                        results[index] = .permanent("599 \(error) (the server does not support SMTPUTF8)")
+                    }
                 }
             }
         }
         if let limit = capabilities.sizeLimit, data.count > limit {
             throw Failure(result: .permanent("\(host): message of \(data.count) bytes is over the server's SIZE \(limit)"))
         }
+        let sendable = recipients.indices.filter { rcptTo[$0] != nil }
+        guard !sendable.isEmpty else { return results.map { $0 ?? .temporary("no result") } }
         let mailCommand = "MAIL FROM:<\(mailFrom)>\(parameters)"
-        let rcptCommands = rcptTo.map { "RCPT TO:<\($0)>" }
-        let mailReply: Reply
+        let rcptCommands = sendable.map { "RCPT TO:<\(rcptTo[$0]!)>" }
         var rcptReplies: [Reply] = []
         if capabilities.has("PIPELINING") {
             try await connection.send(Array(([mailCommand] + rcptCommands).map { $0 + "\r\n" }.joined().utf8))
-            mailReply = try await connection.readReply(timeout: timeout)
-            for _ in rcptCommands { rcptReplies.append(try await connection.readReply(timeout: timeout)) }
+            let mailReply = try await connection.readReply(timeout: timeout)
+            do {
+                for _ in rcptCommands { rcptReplies.append(try await connection.readReply(timeout: timeout)) }
+            } catch {
+                // A server may refuse MAIL and hang up: its refusal is the answer.
+                try check(mailReply, expect: 250, step: "MAIL FROM")
+                throw error
+            }
             try check(mailReply, expect: 250, step: "MAIL FROM")
         } else {
-            mailReply = try await connection.command(mailCommand, timeout: timeout)
-            try check(mailReply, expect: 250, step: "MAIL FROM")
+            try check(try await connection.command(mailCommand, timeout: timeout), expect: 250, step: "MAIL FROM")
             for command in rcptCommands { rcptReplies.append(try await connection.command(command, timeout: timeout)) }
         }
-        var results: [DeliveryResult?] = rcptReplies.map { reply in
-            reply.code == 250 || reply.code == 251 ? nil : failure(reply, step: "RCPT TO")
+        var accepted: [Int] = []
+        for (index, reply) in zip(sendable, rcptReplies) {
+            if reply.code == 250 || reply.code == 251 {
+                accepted.append(index)
+            } else {
+                results[index] = failure(reply, step: "RCPT TO")
+            }
         }
-        guard results.contains(where: { $0 == nil }) else {
+        guard !accepted.isEmpty else {
             _ = try? await connection.command("RSET", timeout: .seconds(10))
             return results.map { $0 ?? .temporary("no result") }
         }
+        // From here on, a failure concerns only the accepted recipients: the
+        // refused ones keep their own results.
         let dataOutcome: DeliveryResult
-        let go = try await connection.command("DATA", timeout: timeout)
-        if go.code == 354 {
-            try await connection.send(encodeDataBlock(data))
-            let final = try await connection.readReply(timeout: settings.sessionTimeout)
-            dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA")
-        } else {
-            dataOutcome = failure(go, step: "DATA")
+        do {
+            let go = try await connection.command("DATA", timeout: timeout)
+            if go.code == 354 {
+                try await connection.send(encodeDataBlock(data))
+                let final = try await connection.readReply(timeout: settings.sessionTimeout)
+                dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA")
+            } else {
+                dataOutcome = failure(go, step: "DATA")
+            }
+        } catch {
+            dataOutcome = .temporary("\(host): DATA: \(error)")
         }
-        for index in results.indices where results[index] == nil { results[index] = dataOutcome }
+        for index in accepted { results[index] = dataOutcome }
         return results.map { $0 ?? dataOutcome }
     }
 

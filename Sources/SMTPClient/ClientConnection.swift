@@ -19,20 +19,31 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
 public final class ClientConnection: Sendable {
     let channel: any Channel
     private let reader: NIOLoopBound<ReplyReader>
+    /// Closes the connection when the whole session has run too long.
+    private let sessionDeadline: Scheduled<Void>
 
     /// The most reply bytes read in one connection (chasquid reads at most
     /// 2 MiB).
     public static let maximumReplyBytes = 2 * 1024 * 1024
 
-    private init(channel: any Channel, reader: NIOLoopBound<ReplyReader>) {
+    private init(channel: any Channel, reader: NIOLoopBound<ReplyReader>, sessionTimeout: Duration) {
         self.channel = channel
         self.reader = reader
+        // One deadline for everything, writes included: a server that stops
+        // reading cannot hold a delivery forever (chasquid: 10 minutes).
+        sessionDeadline = channel.eventLoop.scheduleTask(in: TimeAmount(sessionTimeout)) {
+            reader.value.fail(ClientError("session timed out after \(sessionTimeout)"))
+            channel.close(promise: nil)
+        }
     }
 
-    /// Connects and reads the greeting.
+    /// Connects (within `connectTimeout`) and reads the greeting (within
+    /// `greetingTimeout`); the whole session must end within `sessionTimeout`.
     public static func connect(
-        to address: SocketAddress, timeout: Duration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        to address: SocketAddress, connectTimeout: Duration, greetingTimeout: Duration, sessionTimeout: Duration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> (ClientConnection, Reply) {
+        let timeout = connectTimeout
         let eventLoop = group.next()
         let channel: any Channel
         do {
@@ -50,9 +61,9 @@ public final class ClientConnection: Sendable {
         let reader = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ReplyReader.self), eventLoop: channel.eventLoop)
         }.get()
-        let connection = ClientConnection(channel: channel, reader: reader)
+        let connection = ClientConnection(channel: channel, reader: reader, sessionTimeout: sessionTimeout)
         do {
-            let greeting = try await connection.readReply(timeout: timeout)
+            let greeting = try await connection.readReply(timeout: greetingTimeout)
             return (connection, greeting)
         } catch {
             connection.close()
@@ -60,8 +71,12 @@ public final class ClientConnection: Sendable {
         }
     }
 
-    /// Sends a command line (CRLF added) and reads the reply.
+    /// Sends a command line (CRLF added) and reads the reply. A line with
+    /// CR or LF in it is refused: it would smuggle a second command.
     public func command(_ line: String, timeout: Duration) async throws -> Reply {
+        guard !line.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
+            throw ClientError("refusing to send a command with a line break in it")
+        }
         try await send(Array((line + "\r\n").utf8))
         return try await readReply(timeout: timeout)
     }
@@ -105,30 +120,9 @@ public final class ClientConnection: Sendable {
         }.get()
     }
 
-    /// The negotiated TLS version, once TLS is up.
-    public func tlsVersion() async -> String? {
-        let channel = self.channel
-        let version = try? await channel.eventLoop.submit { () -> String? in
-            let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
-            guard let version = handler?.tlsVersion else { return nil }
-            switch version {
-            case .tlsv13: return "TLS-1.3"
-            case .tlsv12: return "TLS-1.2"
-            default: return "TLS"
-            }
-        }.get()
-        return version ?? nil
-    }
-
     public func close() {
+        sessionDeadline.cancel()
         channel.close(promise: nil)
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
 
@@ -144,6 +138,11 @@ final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler {
     private var waiting: EventLoopPromise<Reply>?
     private var handshakeWaiting: EventLoopPromise<Void>?
     private var totalBytes = 0
+    /// For closing the channel from a deadline.
+    fileprivate(set) var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func nextReply(timeout: TimeAmount, eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
         if !replies.isEmpty { return eventLoop.makeSucceededFuture(replies.removeFirst()) }
@@ -153,8 +152,10 @@ final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler {
         let reader = NIOLoopBound(self, eventLoop: eventLoop)
         let deadline = eventLoop.scheduleTask(in: timeout) {
             guard let waiting = reader.value.waiting, waiting.futureResult === promise.futureResult else { return }
-            reader.value.waiting = nil
-            waiting.fail(ClientError("timed out waiting for the server's reply"))
+            // The connection is done: a late reply must never be taken as
+            // the answer to a later command.
+            reader.value.fail(ClientError("timed out waiting for the server's reply"))
+            reader.value.context?.close(promise: nil)
         }
         promise.futureResult.whenComplete { _ in deadline.cancel() }
         return promise.futureResult
@@ -189,11 +190,15 @@ final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         buffer.append(contentsOf: bytes)
-        while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            var line = buffer[..<newline]
+        // One pass over the buffer, and one removal of what was consumed:
+        // a flood of short lines costs linear time, not quadratic.
+        var start = buffer.startIndex
+        defer { buffer.removeSubrange(..<start) }
+        while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            var line = buffer[start..<newline]
             if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
             let text = String(decoding: line, as: UTF8.self)
-            buffer.removeSubrange(...newline)
+            start = newline + 1
             do {
                 if let reply = try parser.feed(text) { deliver(reply) }
             } catch {
@@ -232,7 +237,7 @@ final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func fail(_ error: any Error) {
+    func fail(_ error: any Error) {
         if failure == nil { failure = error }
         let waiting = self.waiting
         let handshake = handshakeWaiting

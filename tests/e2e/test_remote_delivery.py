@@ -312,22 +312,62 @@ def test_null_mx_bounces_at_once(pair):
     assert f"m:{qid}" not in pair.a.queue_files()
 
 
-def test_nonexistent_domain_bounces_at_once(pair):
-    """A domain with neither MX nor address records (NXDOMAIN): after the
-    implicit-MX lookup also finds nothing, a permanent failure and a DSN
-    (docs/compatibility.md: chasquid 1.18 would retry until
-    give_up_send_after)."""
+def test_nonexistent_domain_stays_queued(pair):
+    """A domain with neither MX nor address records (NXDOMAIN): implicit MX,
+    whose address lookup also finds nothing: a transient failure, as COMPAT
+    §12.5 has it (a resolver's passing NXDOMAIN must not bounce mail); the
+    DSN comes at give_up_send_after."""
     domain = f"nx-{uid()}.test"
     mark = len(pair.dns.queries())
     subject = f"nx-{uid()}"
     rcpt = f"x@{domain}"
     qid = mta.submit(pair.a, [rcpt], make_message(subject, to=rcpt))
-    assert mta.wait_for_attempt(pair.a, qid, rcpt, "failed (permanent)")
-    msg, blocks, original = wait_for_dsn(pair.a, subject.encode())
-    assert_dsn(msg, blocks, original, rcpt, subject, "5.0.0")
+    outcome = mta.wait_for_attempt(pair.a, qid, rcpt, "failed (temporary)")
+    assert "no such domain" in outcome, outcome
+    assert_stays_queued(pair.a, qid, rcpt, "no such domain")
+    assert_no_dsn(pair.a, subject.encode())
     seen = [(n, t) for _, n, t in pair.dns.queries()[mark:]]
     assert (domain, "MX") in seen, seen
     assert (domain, "A") in seen or (domain, "AAAA") in seen, seen
+
+
+def test_5xx_greeting_moves_on_to_the_next_mx(pair, peers):
+    """A server that refuses us at the greeting (a blocklist, say) is about
+    that server, not the message: the next MX gets it (§12.5 step 6)."""
+    domain = f"greet-{uid()}.test"
+    good = peers(domain, mx_name=f"mx2.{domain}")
+    bad = FakeSMTPPeer(mta.next_loopback(), pair.a.outgoing_smtp_port, name=f"mx1.{domain}",
+                       replies={"GREETING": "554 5.7.1 you are on our list"}).start()
+    try:
+        pair.dns.update(f"mx1.{domain}", {"A": [bad.host]})
+        pair.dns.update(domain, {"MX": [[10, f"mx1.{domain}"], [20, f"mx2.{domain}"]]})
+        subject = f"greet-{uid()}"
+        rcpt = f"x@{domain}"
+        qid = mta.submit(pair.a, [rcpt], make_message(subject, to=rcpt))
+        assert mta.wait_for_attempt(pair.a, qid, rcpt, "sent") == "sent"
+        good.wait_for_delivery(subject.encode())
+        assert bad.sessions and not bad.accepted
+    finally:
+        bad.stop()
+
+
+def test_batch_one_transaction_with_per_recipient_results(pair, peers):
+    """Three recipients at one domain whose server lacks SMTPUTF8: the two
+    ASCII ones go in one transaction (one MAIL, two RCPT); the UTF-8 local
+    part alone bounces, and does not hold back or bounce the others."""
+    domain = f"batch-{uid()}.test"
+    p = peers(domain, extensions=("8BITMIME", "PIPELINING"))
+    subject = f"batch-{uid()}"
+    rcpts = [f"one@{domain}", f"ñandú@{domain}", f"two@{domain}"]
+    qid = mta.submit(pair.a, rcpts, make_message(subject, to=f"list@{domain}"), smtputf8=True)
+    assert mta.wait_for_attempt(pair.a, qid, rcpts[0], "sent") == "sent"
+    assert mta.wait_for_attempt(pair.a, qid, rcpts[2], "sent") == "sent"
+    mta.wait_for_attempt(pair.a, qid, rcpts[1], "failed (permanent)")
+    d = p.wait_for_delivery(subject.encode())
+    assert d.rcpts == [rcpts[0], rcpts[2]]
+    assert len(p.accepted) == 1, p.transcript_text()
+    msg, blocks, original = wait_for_dsn(pair.a, subject.encode())
+    assert_dsn(msg, blocks, original, rcpts[1], subject, "5.0.0")
 
 
 # ---------------------------------------------------------------- TLS levels per peer
