@@ -9,8 +9,11 @@ enum DNSTransport {
     /// server may send more and the message must still parse.
     static let maximumDatagramSize = 4096
 
+    /// - Parameter accept: whether a datagram from the server with the
+    ///   query's ID is the answer; others are ignored, and the wait goes on.
     static func udpExchange(
-        query: [UInt8], server: SocketAddress, timeout: Duration, group: any EventLoopGroup
+        query: [UInt8], server: SocketAddress, timeout: Duration, group: any EventLoopGroup,
+        accept: @escaping @Sendable ([UInt8]) -> Bool = { _ in true }
     ) async throws -> [UInt8] {
         let eventLoop = group.next()
         let answer = eventLoop.makePromise(of: [UInt8].self)
@@ -23,7 +26,7 @@ enum DNSTransport {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            DatagramAnswerHandler(server: server, id: id, answer: answer))
+                            DatagramAnswerHandler(server: server, id: id, accept: accept, answer: answer))
                     }
                 }
                 .bind(host: bindHost, port: 0).get()
@@ -85,17 +88,20 @@ enum DNSTransport {
 }
 
 /// Completes the promise with the first datagram from the server that
-/// carries the query's ID; anything else is ignored (off-path spoofing).
+/// carries the query's ID and that `accept` takes; anything else is ignored
+/// (off-path spoofing), and the real answer can still arrive.
 private final class DatagramAnswerHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
     let server: SocketAddress
     let id: UInt16
+    let accept: @Sendable ([UInt8]) -> Bool
     let answer: EventLoopPromise<[UInt8]>
 
-    init(server: SocketAddress, id: UInt16, answer: EventLoopPromise<[UInt8]>) {
+    init(server: SocketAddress, id: UInt16, accept: @escaping @Sendable ([UInt8]) -> Bool, answer: EventLoopPromise<[UInt8]>) {
         self.server = server
         self.id = id
+        self.accept = accept
         self.answer = answer
     }
 
@@ -104,7 +110,9 @@ private final class DatagramAnswerHandler: ChannelInboundHandler {
         guard envelope.remoteAddress == server, let receivedID = envelope.data.getInteger(at: envelope.data.readerIndex, as: UInt16.self),
             receivedID == id
         else { return }
-        answer.succeed(Array(envelope.data.readableBytesView))
+        let bytes = Array(envelope.data.readableBytesView)
+        guard accept(bytes) else { return }
+        answer.succeed(bytes)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -110,7 +110,8 @@ public final class StubResolver: DNSLookup, Sendable {
         let id = UInt16.random(in: 0...UInt16.max)
         let query = try DNSWire.query(id: id, name: question.name, type: question.type)
         let udpBytes = try await DNSTransport.udpExchange(
-            query: query, server: server, timeout: configuration.timeout, group: group)
+            query: query, server: server, timeout: configuration.timeout, group: group,
+            accept: { (try? Self.validated($0, id: id, question: question)) != nil })
         let response = try Self.validated(udpBytes, id: id, question: question)
         guard response.header.isTruncated else { return response }
         let tcpID = UInt16.random(in: 0...UInt16.max)

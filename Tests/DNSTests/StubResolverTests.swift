@@ -17,7 +17,7 @@ final class LoopbackDNSServer {
         return text.split(separator: "\n").map(String.init)
     }
 
-    init(zone: [String: Any], address: String = "127.0.0.1", dropAll: Bool = false) throws {
+    init(zone: [String: Any], address: String = "127.0.0.1", dropAll: Bool = false, forgeUDP: Bool = false) throws {
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dnstest-\(UUID().uuidString)")
@@ -30,7 +30,7 @@ final class LoopbackDNSServer {
                 "python3", repository.appendingPathComponent("tests/dnsserver/dnsserver.py").path,
                 "--zone", zoneFile.path, "--addr", address, "--log",
                 directory.appendingPathComponent("queries.log").path,
-            ] + (dropAll ? ["--drop-all"] : [])
+            ] + (dropAll ? ["--drop-all"] : []) + (forgeUDP ? ["--forge-udp"] : [])
         let output = Pipe()
         process.standardOutput = output
         // Not our stderr: a server that outlived us would hold the test
@@ -187,6 +187,16 @@ struct TestServerError: Error { var reason: String }
         await #expect {
             try await dns.lookup("silent.example.com", .a)
         } throws: { ($0 as? DNSError)?.isTemporary == true }
+    }
+
+    /// A datagram with the right ID but another question (what a blind
+    /// spoofer sends) is ignored, and the real answer that follows is used.
+    @Test func forgedAnswersAreIgnoredAndTheRealOneTaken() async throws {
+        let server = try LoopbackDNSServer(zone: Self.zone, forgeUDP: true)
+        let dns = try server.resolver()
+        #expect(
+            Set(try await dns.addresses("example.com", ipv6: false)) == [IPAddress("192.0.2.1")!, IPAddress("192.0.2.2")!])
+        #expect(server.queryLog == ["udp example.com A"])
     }
 
     @Test func failsOverToTheNextServer() async throws {

@@ -6,7 +6,7 @@ programs under test can use their normal stub resolver against it.
 
 Usage:
     dnsserver.py --zone ZONE.json [--port 0] [--addr 127.0.0.1]
-                 [--log QUERYLOG] [--ttl 0] [--drop-all]
+                 [--log QUERYLOG] [--ttl 0] [--drop-all] [--forge-udp]
 
 When both sockets are listening it prints one line, `port N`, to stdout;
 it runs until SIGTERM or SIGINT. With --port 0 it picks a port that is free
@@ -273,11 +273,12 @@ def fill_answer(response, zone, qname, qtype):
 
 
 class Server:
-    def __init__(self, zone, query_log=None, drop_all=False):
+    def __init__(self, zone, query_log=None, drop_all=False, forge_udp=False):
         self.zone = zone
         self.query_log = query_log
         self.log_lock = threading.Lock()
         self.drop_all = drop_all
+        self.forge_udp = forge_udp
 
     def log_query(self, transport, qname, qtype):
         if self.query_log is None:
@@ -390,6 +391,17 @@ def bind_pair(addr, port):
     raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
 
 
+def forged_reply(wire):
+    """What an off-path spoofer who guessed the ID would send: the query's
+    ID, but an answer for another question (forged.invalid A 192.0.2.66)."""
+    query = dns.message.from_wire(wire)
+    forged = dns.message.make_query("forged.invalid", "A")
+    forged.id = query.id
+    response = dns.message.make_response(forged, recursion_available=True)
+    response.answer.append(dns.rrset.from_text("forged.invalid.", 0, "IN", "A", "192.0.2.66"))
+    return response.to_wire()
+
+
 def serve_udp(server, sock):
     while True:
         try:
@@ -399,6 +411,8 @@ def serve_udp(server, sock):
         try:
             reply = server.handle(wire, "udp")
             if reply is not None:
+                if server.forge_udp:
+                    sock.sendto(forged_reply(wire), peer)
                 sock.sendto(reply, peer)
         except Exception:
             log_err("UDP error:\n" + traceback.format_exc())
@@ -456,6 +470,8 @@ def main(argv=None):
     parser.add_argument("--log", help="append one line per query to this file")
     parser.add_argument("--ttl", type=int, default=0, help="TTL of every record (default 0)")
     parser.add_argument("--drop-all", action="store_true", help="never answer anything")
+    parser.add_argument("--forge-udp", action="store_true",
+                        help="before each UDP answer, send a forged one (same ID, another question)")
     args = parser.parse_args(argv)
 
     try:
@@ -464,7 +480,7 @@ def main(argv=None):
         log_err(str(e))
         return 2
     query_log = open(args.log, "a", encoding="utf-8") if args.log else None
-    server = Server(zone, query_log, drop_all=args.drop_all)
+    server = Server(zone, query_log, drop_all=args.drop_all, forge_udp=args.forge_udp)
     try:
         tcp, udp, port = bind_pair(args.addr, args.port)
     except OSError as e:
