@@ -313,24 +313,23 @@ public actor MailQueue {
             var domain: String
             var via: [String]
         }
-        var batches: [BatchKey: [Int]] = [:]
+        var batches: [BatchKey: (courier: any BatchCourier, indices: [Int])] = [:]
         var batchOrder: [BatchKey] = []
         await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
             for (index, recipient) in message.rcpt.enumerated() where recipient.status == .pending {
                 let courier = courier(for: recipient)
                 let from = envelopeSender(message.from, for: recipient)
                 let via = recipient.type == .forward ? recipient.via : []
-                if courier is any BatchCourier {
+                if let batchCourier = courier as? any BatchCourier {
                     let key = BatchKey(from: from, domain: Address.domain(of: recipient.address), via: via)
                     if batches[key] == nil { batchOrder.append(key) }
-                    batches[key, default: []].append(index)
+                    batches[key, default: (batchCourier, [])].indices.append(index)
                     continue
                 }
                 group.addTask { [(index, await courier.deliver(from: from, to: recipient.address, data: data, via: via))] }
             }
             for key in batchOrder {
-                let indices = batches[key]!
-                guard let courier = courier(for: message.rcpt[indices[0]]) as? any BatchCourier else { continue }
+                let (courier, indices) = batches[key]!
                 let addresses = indices.map { message.rcpt[$0].address }
                 group.addTask {
                     let results = await courier.deliver(from: key.from, to: addresses, data: data, via: key.via)
