@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         // Tests only: reads the SPF conformance suite (YAML).
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
@@ -60,7 +62,9 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Aliases files: the parser and the resolver.
-        .target(name: "Aliases", dependencies: ["Normalization", "ChildProcess"], swiftSettings: strictSettings),
+        .target(
+            name: "Aliases", dependencies: ["Normalization", "ChildProcess", "Instrumentation"],
+            swiftSettings: strictSettings),
         // Running hooks and delivery agents: process groups, deadlines, pipes.
         .target(name: "ChildProcess", dependencies: ["CSystemShims"], swiftSettings: strictSettings),
         .target(name: "CSystemShims"),
@@ -110,10 +114,30 @@ let package = Package(
         .target(
             name: "RemoteDelivery",
             dependencies: [
-                "DNS", "DomainInfo", "IDNA", "MailQueue", "Normalization", "SMTPClient", "SMTPCore",
+                "DNS", "DomainInfo", "IDNA", "Instrumentation", "MailQueue", "Normalization", "SMTPClient", "SMTPCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Metrics (swift-metrics, by their COMPAT.md §19 names) and traces: recording only, no I/O.
+        .target(
+            name: "Instrumentation",
+            dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: strictSettings
+        ),
+        // The monitoring HTTP server (NIOHTTP1): /metrics, /debug/vars, queue, traces, config pages.
+        .target(
+            name: "Monitoring",
+            dependencies: [
+                "ChasquidProto", "Instrumentation", "MailQueue",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -123,7 +147,8 @@ let package = Package(
         .target(
             name: "MailQueue",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "MailLog", "Normalization",
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "Instrumentation", "MailLog",
+                "Normalization",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
@@ -132,7 +157,7 @@ let package = Package(
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DurableFiles", "MailLog",
+                "SMTPCore", "DurableFiles", "Instrumentation", "MailLog",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -148,8 +173,8 @@ let package = Package(
             name: "ChasquidServer",
             dependencies: [
                 "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DNS", "DomainInfo", "DurableFiles", "IDNA",
-                "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Normalization", "RemoteDelivery", "SMTPCore",
-                "SMTPServer", "SPF",
+                "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
+                "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -209,5 +234,26 @@ let package = Package(
             name: "ChasquidServerTests", dependencies: ["ChasquidServer", "SMTPServer", "SMTPCore", "ChildProcess"],
             swiftSettings: strictSettings),
         .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "SMTPServerTests",
+            dependencies: [
+                "SMTPServer", "SMTPCore", "SMTPClient", "Instrumentation", "Monitoring", "DurableFiles", "MailLog",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MonitoringTests",
+            dependencies: [
+                "Monitoring", "Instrumentation", "MailQueue", "ChasquidProto",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strictSettings
+        ),
     ]
 )

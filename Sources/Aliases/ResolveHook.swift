@@ -1,5 +1,6 @@
 import ChildProcess
 import Foundation
+import Instrumentation
 import Normalization
 
 /// Runs `hooks/alias-resolve <address>` and parses what it prints as an
@@ -7,14 +8,18 @@ import Normalization
 public struct ResolveHook: Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
+        /// The hook ran but printed something that is not an aliases right-hand side.
+        public var isParseError = false
     }
 
     public var path: String
     public var timeout: Duration
+    public var metrics: ServerMetrics
 
-    public init(path: String, timeout: Duration = .seconds(5)) {
+    public init(path: String, timeout: Duration = .seconds(5), metrics: ServerMetrics = .discarding) {
         self.path = path
         self.timeout = timeout
+        self.metrics = metrics
     }
 
     /// The hook as a `Resolver.Hook`.
@@ -23,8 +28,27 @@ public struct ResolveHook: Sendable {
         return { address in try await hook.run(address) }
     }
 
+    /// Counts `resolve:{skip,fail,parse_err,success}` as chasquid does.
     public func run(_ address: String) async throws(Failure) -> [Recipient] {
-        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        do {
+            let recipients = try await runHook(address)
+            if let recipients {
+                metrics.count(MetricCatalog.aliasHookResults, "resolve:success")
+                Trace.current?.log("alias-resolve hook for \(address): \(recipients.count) recipient(s)")
+            } else {
+                metrics.count(MetricCatalog.aliasHookResults, "resolve:skip")
+            }
+            return recipients ?? []
+        } catch {
+            metrics.count(MetricCatalog.aliasHookResults, error.isParseError ? "resolve:parse_err" : "resolve:fail")
+            Trace.current?.error(error.description)
+            throw error
+        }
+    }
+
+    /// nil when there is no hook.
+    private func runHook(_ address: String) async throws(Failure) -> [Recipient]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
         let output: ChildProcess.Output
         do {
             // The hook inherits the daemon's whole environment (COMPAT.md §10.2).
@@ -40,7 +64,7 @@ public struct ResolveHook: Sendable {
         do {
             return try AliasesFile.parseRightSide(text, domain: Address.domain(of: address))
         } catch {
-            throw Failure(description: "alias-resolve hook output: \(error)")
+            throw Failure(description: "alias-resolve hook output: \(error)", isParseError: true)
         }
     }
 }

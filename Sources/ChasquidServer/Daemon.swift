@@ -6,10 +6,12 @@ import Dispatch
 import DomainInfo
 import DurableFiles
 import Foundation
+import Instrumentation
 import LocalDomains
 import Logging
 import MailLog
 import MailQueue
+import Monitoring
 import NIOCore
 import NIOPosix
 import Normalization
@@ -34,6 +36,9 @@ public struct DaemonOptions: Sendable {
     public var outgoingSMTPPort = 25
     /// `host:port` of the one DNS server to ask; empty means /etc/resolv.conf.
     public var dnsServer = ""
+    /// For the monitoring server's `/debug/flags` and `/debug/vars`.
+    public var flagsText = ""
+    public var commandLine: [String] = []
 
     public init() {}
 }
@@ -60,6 +65,8 @@ public final class Daemon: Sendable {
     let rpc: LocalRPCServer
     let certificates: CertificateStore
     let registry = ConnectionRegistry()
+    /// The monitoring HTTP server, when `monitoring_address` is set.
+    let monitoring: MonitoringServer?
     /// How long a shutdown waits for transactions in progress.
     public static let drainTimeout: Duration = .seconds(60)
 
@@ -103,6 +110,41 @@ public final class Daemon: Sendable {
             mailLog = try MailLog(destination)
         } catch {
             throw StartupError(description: "Error opening mail log: \(error)")
+        }
+
+        // Metrics and traces are kept only when something can show them.
+        let metrics: ServerMetrics
+        let traces: TraceRegistry?
+        let queueBox = Mutex<MailQueue?>(nil)
+        if config.monitoringAddress.isEmpty {
+            metrics = .discarding
+            traces = nil
+            monitoring = nil
+        } else {
+            let backends = MetricsBackends()
+            metrics = backends.metrics
+            metrics.set(MetricCatalog.sourceDateTimestamp, Double(ChasquidVersion.sourceDateTimestamp))
+            let registry = TraceRegistry()
+            traces = registry
+            let sources = MonitoringSources(
+                hostname: config.hostname, version: ChasquidVersion.version, sourceDate: ChasquidVersion.sourceDate,
+                started: Date(), commandLine: options.commandLine, configText: Configuration.render(config),
+                flagsText: options.flagsText, metrics: backends, traces: registry,
+                queueStatus: { await queueBox.withLock { $0 }?.status ?? [] },
+                exit: {
+                    logger.info("Exiting (POST /exit on the monitoring server)")
+                    exit(0)
+                })
+            do {
+                guard case .address(let host, let port) = try ListenSocket(parsing: config.monitoringAddress) else {
+                    throw StartupError(description: "invalid address")
+                }
+                monitoring = try await MonitoringServer.bind(
+                    host: host, port: port, site: MonitoringSite(sources: sources), group: MultiThreadedEventLoopGroup.singleton)
+            } catch {
+                throw StartupError(description: "Monitoring server failed: \(config.monitoringAddress): \(error)")
+            }
+            logger.info("Monitoring HTTP server listening on \(config.monitoringAddress)")
         }
 
         do {
@@ -151,10 +193,10 @@ public final class Daemon: Sendable {
             logger.info("Domain info: record for \"\(name)\" is not under its normalised name, and is not used")
         }
 
-        let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve")
+        let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve", metrics: metrics)
         let policy = ServerPolicy(
             domains: domains, aliasHook: aliasHook, mailLog: mailLog,
-            spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels)
+            spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics)
         self.policy = policy
         let domainStore = domains
         let environment = QueueEnvironment(
@@ -164,7 +206,7 @@ public final class Daemon: Sendable {
         do {
             remoteCourier = try RemoteCourier(
                 settings: RemoteCourier.Settings(hostname: config.hostname, port: options.outgoingSMTPPort), dns: dns,
-                levels: levels)
+                levels: levels, metrics: metrics)
         } catch {
             throw StartupError(description: "Error setting up outgoing TLS: \(error)")
         }
@@ -176,14 +218,17 @@ public final class Daemon: Sendable {
         queue = MailQueue(
             settings: QueueSettings(
                 directory: dataDirectory + "/queue", maxItems: Int(config.maxQueueItems), giveUpAfter: giveUp),
-            environment: environment, couriers: couriers, log: mailLog)
+            environment: environment, couriers: couriers, log: mailLog, metrics: metrics, traces: traces)
+        let createdQueue = queue
+        queueBox.withLock { $0 = createdQueue }
         do {
             for problem in try await queue.load() { logger.info("Queue: \(problem)") }
         } catch {
             throw StartupError(description: "Error initializing queue: \(error)")
         }
 
-        let hook = PostDataHook(path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory)
+        let hook = PostDataHook(
+            path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics)
         let sink = QueueSink(queue: queue, hook: hook, mailLog: mailLog, isLocal: { domainStore.snapshot.isLocal($0) })
         var listeners: [Listener] = []
         let systemdSockets: [String: [Int32]]
@@ -219,7 +264,7 @@ public final class Daemon: Sendable {
                 listeners.append(
                     Listener(
                         socket: socket, settings: settings, certificates: certificates, policy: policy, sink: sink,
-                        logger: logger, mailLog: mailLog, registry: registry))
+                        logger: logger, mailLog: mailLog, registry: registry, metrics: metrics, traces: traces))
             }
         }
         if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
@@ -260,6 +305,11 @@ public final class Daemon: Sendable {
             }
             tasks.addTask {
                 do { try await self.rpc.serve(rpcServer) } catch { logger.info("Local RPC ended: \(error)") }
+            }
+            if let monitoring = self.monitoring {
+                tasks.addTask {
+                    do { try await monitoring.serve() } catch { logger.info("Monitoring server ended: \(error)") }
+                }
             }
             tasks.addTask {
                 await domains.reloadPeriodically(every: reloadEvery) { error in

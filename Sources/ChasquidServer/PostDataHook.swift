@@ -1,5 +1,6 @@
 import ChildProcess
 import Foundation
+import Instrumentation
 import SMTPCore
 
 /// `hooks/post-data` (COMPAT.md §10.1): runs after the DATA checks, before
@@ -9,8 +10,12 @@ public struct PostDataHook: Sendable {
     public var path: String
     public var configDirectory: String
     public var timeout: Duration
+    public var metrics: ServerMetrics
 
-    public init(path: String, configDirectory: String, timeout: Duration = .seconds(60)) {
+    public init(
+        path: String, configDirectory: String, timeout: Duration = .seconds(60), metrics: ServerMetrics = .discarding
+    ) {
+        self.metrics = metrics
         self.path = path
         self.configDirectory = configDirectory
         self.timeout = timeout
@@ -57,6 +62,20 @@ public struct PostDataHook: Sendable {
     }
 
     public func run(message: [UInt8], facts: Facts) async -> Outcome {
+        let outcome = await runHook(message: message, facts: facts)
+        let result: String
+        switch outcome {
+        case .skipped: result = "skip"
+        case .accepted: result = "success"
+        case .acceptedBadOutput: result = "badoutput"
+        case .refused(let reply): result = "fail"; Trace.current?.error("post-data hook refused: \(reply.code) \(reply.text)")
+        }
+        metrics.count(MetricCatalog.postDataHookResults, "post-data:" + result)
+        if result != "fail" { Trace.current?.log("post-data hook: \(result)") }
+        return outcome
+    }
+
+    private func runHook(message: [UInt8], facts: Facts) async -> Outcome {
         guard FileManager.default.fileExists(atPath: path) else { return .skipped }
         let output: ChildProcess.Output
         do {

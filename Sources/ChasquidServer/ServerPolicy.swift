@@ -4,6 +4,7 @@ import Dispatch
 import DomainInfo
 import Foundation
 import IDNA
+import Instrumentation
 import LocalDomains
 import MailLog
 import Normalization
@@ -20,6 +21,7 @@ public struct ServerPolicy: SessionPolicy {
     let spf: SPFChecker?
     /// Per-domain TLS levels, for the incoming downgrade check.
     let securityLevels: DomainInfoStore?
+    let metrics: ServerMetrics
 
     /// How long one SPF check may take in all; RFC 7208 §4.6.4 asks for at
     /// least 20 seconds. Past it the result is temperror, which accepts.
@@ -27,8 +29,9 @@ public struct ServerPolicy: SessionPolicy {
 
     public init(
         domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog, spf: SPFChecker?,
-        securityLevels: DomainInfoStore?
+        securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding
     ) {
+        self.metrics = metrics
         self.domains = domains
         self.aliasHook = aliasHook
         self.mailLog = mailLog
@@ -78,6 +81,8 @@ public struct ServerPolicy: SessionPolicy {
             await spf.check(ip: ip.unmapped, helo: session.ehloDomain ?? "", sender: Self.asciiDomain(address))
         } ?? SPFOutcome(result: .temperror, reason: "SPF check timed out")
         let verdict = SPFVerdict(result: outcome.result.rawValue, reason: outcome.reason)
+        metrics.count(MetricCatalog.spfResultCount, outcome.result.rawValue)
+        Trace.current?.log("SPF \(outcome.result.rawValue) (\(outcome.reason ?? "no reason"))")
         if outcome.result == .fail {
             // Only a fail refuses; errors are tolerated (§12.2 step 6).
             let reason = outcome.reason ?? "<nil>"
@@ -88,14 +93,20 @@ public struct ServerPolicy: SessionPolicy {
         // The incoming security level, only after a pass, so that strangers
         // cannot raise another domain's level (COMPAT.md §13) [SEC]. It is
         // keyed on the normalised sender domain (§22.7).
-        if outcome.result == .pass, let securityLevels {
+        guard let securityLevels else { return SenderCheck(spf: verdict) }
+        if outcome.result == .pass {
             let domain = (try? Normalize.domain(Address.domain(of: address))) ?? Address.domain(of: address)
             let level: SecurityLevel = session.onTLS ? .tlsClient : .plain
-            if await !securityLevels.incomingAllowed(domain: domain, level: level) {
+            let allowed = await securityLevels.incomingAllowed(domain: domain, level: level)
+            metrics.count(MetricCatalog.incomingSecurityLevelChecks, allowed ? "pass" : "fail")
+            Trace.current?.log("incoming security level \(level) for \(domain): \(allowed ? "allowed" : "refused")")
+            if !allowed {
                 return SenderCheck(
                     refusal: Reply(550, "5.7.3 Security level check failed"),
                     logReason: "security level check failed", spf: verdict)
             }
+        } else {
+            metrics.count(MetricCatalog.incomingSecurityLevelChecks, "skip")
         }
         return SenderCheck(spf: verdict)
     }

@@ -93,6 +93,17 @@ public struct GoFlags: Sendable {
     public func int(_ name: String) -> Int { Int(values[name] ?? "") ?? 0 }
     public func isSet(_ name: String) -> Bool { setNames.contains(name) }
 
+    /// chasquid's `/debug/flags`: `-name=value` for the flags that were set,
+    /// a blank line, then the rest; each group sorted by name, as Go's
+    /// `flag.Visit` goes.
+    public var debugText: String {
+        let set = Set(setNames)
+        let names = definitions.map(\.name).sorted()
+        let line = { (name: String) in "-\(name)=\(values[name] ?? "")\n" }
+        return names.filter(set.contains).map(line).joined() + "\n"
+            + names.filter { !set.contains($0) }.map(line).joined()
+    }
+
     /// Go's usage text: `  -name type` then the indented description.
     public var usage: String {
         definitions.sorted { $0.name < $1.name }.map { d in

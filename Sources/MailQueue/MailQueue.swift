@@ -2,6 +2,7 @@ import Aliases
 import ChasquidConfig
 import ChasquidProto
 import DurableFiles
+import Instrumentation
 import Foundation
 import MailLog
 import Normalization
@@ -87,21 +88,37 @@ public actor MailQueue {
     let environment: QueueEnvironment
     let couriers: Couriers
     let log: MailLog
+    let metrics: ServerMetrics
+    let traces: TraceRegistry?
     private var items: [String: Queue_Message] = [:]
     private var loops: [String: Task<Void, Never>] = [:]
+    private var itemTraces: [String: Trace] = [:]
+    private var nextAttempts: [String: Date] = [:]
     private var inFlight = 0
 
-    public init(settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog) {
+    public init(
+        settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog,
+        metrics: ServerMetrics = .discarding, traces: TraceRegistry? = nil
+    ) {
         self.settings = settings
         self.environment = environment
         self.couriers = couriers
         self.log = log
+        self.metrics = metrics
+        self.traces = traces
         self.directorySyncer = DirectorySyncer(path: settings.directory)
     }
 
     public var count: Int { items.count }
 
     public var snapshot: [Queue_Message] { items.values.sorted { $0.id < $1.id } }
+
+    /// The items with when each is next tried, for the monitoring pages.
+    public var status: [QueueItemStatus] {
+        items.values.sorted { $0.id < $1.id }.map {
+            QueueItemStatus(message: $0, nextAttempt: nextAttempts[$0.id], traceID: itemTraces[$0.id]?.id)
+        }
+    }
 
     nonisolated func envelopePath(_ id: String) -> String { settings.directory + "/m:" + id }
     nonisolated func dataPath(_ id: String) -> String { settings.directory + "/d:" + id }
@@ -122,6 +139,7 @@ public actor MailQueue {
     /// returns, the message is on disk: data fsynced, envelope fsynced,
     /// directory fsynced. On error the spool is discarded.
     public nonisolated func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
+        metrics.count(MetricCatalog.putCount)
         // Count puts still in progress too, so concurrent puts cannot
         // overshoot the limit while they resolve aliases and write.
         guard await reserveSlot() else {
@@ -186,8 +204,14 @@ public actor MailQueue {
 
     private func register(_ message: Queue_Message) {
         inFlight -= 1
+        metrics.count(MetricCatalog.itemsWritten)
         items[message.id] = message
+        itemsChanged()
         startLoop(message.id, fresh: true)
+    }
+
+    private func itemsChanged() {
+        metrics.set(MetricCatalog.queueLength, Double(items.count))
     }
 
     /// Queues a message we made ourselves (a DSN).
@@ -204,6 +228,7 @@ public actor MailQueue {
 
     private func writeEnvelope(_ message: Queue_Message) throws(FileError) {
         try AtomicFile.write(Array(message.textFormatString().utf8), to: envelopePath(message.id), mode: 0o600)
+        metrics.count(MetricCatalog.itemsWritten)
     }
 
     /// Loads the queue at start-up and starts every item's delivery loop.
@@ -246,6 +271,7 @@ public actor MailQueue {
         for name in names where name.hasPrefix(".incoming-") {
             try? removeFile(settings.directory + "/" + name)
         }
+        itemsChanged()
         for id in items.keys.sorted() { startLoop(id) }
         return problems
     }
@@ -254,6 +280,14 @@ public actor MailQueue {
     ///   whatever the clock says; only items loaded at start-up can be too
     ///   old to try (COMPAT.md §6).
     private func startLoop(_ id: String, fresh: Bool = false) {
+        if let traces, let message = items[id] {
+            let trace = traces.start(family: "Queue.Item", title: id)
+            trace.log("from \(message.from) to \(message.to.joined(separator: ", "))")
+            for r in message.rcpt {
+                trace.log("recipient \(r.address) (\(r.type), \(r.status))" + (r.via.isEmpty ? "" : " via \(r.via)"))
+            }
+            itemTraces[id] = trace
+        }
         loops[id] = Task { await self.deliveryLoop(id, fresh: fresh) }
     }
 
@@ -281,12 +315,16 @@ public actor MailQueue {
             let delay = settings.retryDelay(age(updated))
             let (seconds, attoseconds) = delay.components
             let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-            log.loopCompleted(id: id, from: updated.from, nextIn: GoDuration.format(nanoseconds: nanoseconds))
+            let nextIn = GoDuration.format(nanoseconds: nanoseconds)
+            log.loopCompleted(id: id, from: updated.from, nextIn: nextIn)
+            itemTraces[id]?.log("next attempt in \(nextIn)")
+            nextAttempts[id] = Date().addingTimeInterval(Double(nanoseconds) / 1e9)
             do {
                 try await Task.sleep(for: delay)
             } catch {
                 return
             }
+            nextAttempts[id] = nil
         }
         if Task.isCancelled { return }
         await finish(id)
@@ -326,13 +364,24 @@ public actor MailQueue {
                     batches[key, default: (batchCourier, [])].indices.append(index)
                     continue
                 }
-                group.addTask { [(index, await courier.deliver(from: from, to: recipient.address, data: data, via: via))] }
+                let attempt = attemptTrace(id, to: [recipient.address], kind: recipientKind(recipient))
+                group.addTask {
+                    let result = await Trace.$current.withValue(attempt.trace) {
+                        await courier.deliver(from: from, to: recipient.address, data: data, via: via)
+                    }
+                    attempt.finish([result])
+                    return [(index, result)]
+                }
             }
             for key in batchOrder {
                 let (courier, indices) = batches[key]!
                 let addresses = indices.map { message.rcpt[$0].address }
+                let attempt = attemptTrace(id, to: addresses, kind: recipientKind(message.rcpt[indices[0]]))
                 group.addTask {
-                    let results = await courier.deliver(from: key.from, to: addresses, data: data, via: key.via)
+                    let results = await Trace.$current.withValue(attempt.trace) {
+                        await courier.deliver(from: key.from, to: addresses, data: data, via: key.via)
+                    }
+                    attempt.finish(results)
                     return Array(zip(indices, results))
                 }
             }
@@ -345,6 +394,43 @@ public actor MailQueue {
         // restart retry these recipients: a duplicate, never a loss.
         if let updated = items[id], updated.rcpt.contains(where: { $0.status == .pending }) {
             try? writeEnvelope(updated)
+        }
+    }
+
+    /// One delivery attempt's trace (a child of the item's) and metrics.
+    private struct Attempt: Sendable {
+        let trace: Trace
+        let kind: String
+        let started: ContinuousClock.Instant
+        let metrics: ServerMetrics
+
+        func finish(_ results: [DeliveryResult]) {
+            metrics.record(MetricCatalog.deliveryDuration, kind, duration: .now - started)
+            for result in results {
+                switch result {
+                case .sent: trace.log("sent")
+                case .temporary(let error): trace.error("temporary failure: \(error)")
+                case .permanent(let error): trace.error("permanent failure: \(error)")
+                }
+            }
+            trace.finish()
+        }
+    }
+
+    private func attemptTrace(_ id: String, to addresses: [String], kind: String) -> Attempt {
+        metrics.count(MetricCatalog.deliverAttempts, kind, by: addresses.count)
+        let title = "\(id) to \(addresses.joined(separator: ", "))"
+        let trace = itemTraces[id]?.child(family: "Delivery", title: title) ?? .detached(family: "Delivery", title: title)
+        trace.log("\(kind) delivery to \(addresses.joined(separator: ", "))")
+        return Attempt(trace: trace, kind: kind, started: .now, metrics: metrics)
+    }
+
+    /// chasquid's `deliverAttempts` label: `email:local`, `email:remote`, `pipe`, `forward`.
+    private func recipientKind(_ recipient: Queue_Recipient) -> String {
+        switch recipient.type {
+        case .pipe: "pipe"
+        case .forward: "forward"
+        default: isLocalAddress(recipient.address) ? "email:local" : "email:remote"
         }
     }
 
@@ -384,14 +470,18 @@ public actor MailQueue {
     private func record(_ id: String, _ index: Int, _ result: DeliveryResult) {
         guard var message = items[id] else { return }
         let address = message.rcpt[index].address
+        let trace = itemTraces[id]
         switch result {
         case .sent:
+            trace?.log("\(address): sent")
             message.rcpt[index].status = .sent
             log.sent(id: id, from: message.from, to: address)
         case .temporary(let error):
+            trace?.log("\(address): temporary failure: \(error)")
             message.rcpt[index].lastFailureMessage = error
             log.failed(id: id, from: message.from, to: address, permanent: false, error: error)
         case .permanent(let error):
+            trace?.error("\(address): permanent failure: \(error)")
             message.rcpt[index].status = .failed
             message.rcpt[index].lastFailureMessage = error
             log.failed(id: id, from: message.from, to: address, permanent: true, error: error)
@@ -408,9 +498,12 @@ public actor MailQueue {
             let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message))
             do {
                 let dsnID = try await put(from: "<>", to: [message.from], data: dsn)
+                metrics.count(MetricCatalog.dsnQueued)
                 log.write("\(id) from=\(message.from) DSN queued as \(dsnID)")
+                itemTraces[id]?.log("DSN queued as \(dsnID)")
             } catch {
                 log.write("\(id) from=\(message.from) failed to queue DSN: \(error)")
+                itemTraces[id]?.error("failed to queue DSN: \(error)")
             }
         }
         // No directory fsync: if a crash undoes the removal, the item is
@@ -419,6 +512,10 @@ public actor MailQueue {
         try? removeFile(dataPath(id))
         items[id] = nil
         loops[id] = nil
+        nextAttempts[id] = nil
+        itemsChanged()
+        itemTraces[id]?.log("all done")
+        itemTraces.removeValue(forKey: id)?.finish()
         log.allDone(id: id, from: message.from)
     }
 
@@ -431,5 +528,20 @@ public actor MailQueue {
             return Address.domain(of: to)
         }
         return "unknown"
+    }
+}
+
+/// One queue item as the monitoring pages show it.
+public struct QueueItemStatus: Sendable {
+    public var message: Queue_Message
+    /// When the next round starts; nil while one runs.
+    public var nextAttempt: Date?
+    /// The item's trace, while it is kept.
+    public var traceID: UInt64?
+
+    public init(message: Queue_Message, nextAttempt: Date? = nil, traceID: UInt64? = nil) {
+        self.message = message
+        self.nextAttempt = nextAttempt
+        self.traceID = traceID
     }
 }

@@ -2,6 +2,7 @@ import DNS
 import DomainInfo
 import Foundation
 import IDNA
+import Instrumentation
 import MailQueue
 import NIOCore
 import NIOPosix
@@ -39,9 +40,13 @@ public struct RemoteCourier: BatchCourier {
     let levels: DomainInfoStore
     let verifyingContext: NIOSSLContext
     let nonVerifyingContext: NIOSSLContext
+    let metrics: ServerMetrics
 
-    public init(settings: Settings, dns: any DNSLookup, levels: DomainInfoStore) throws {
+    public init(
+        settings: Settings, dns: any DNSLookup, levels: DomainInfoStore, metrics: ServerMetrics = .discarding
+    ) throws {
         self.settings = settings
+        self.metrics = metrics
         self.dns = dns
         self.levels = levels
         var verifying = TLSConfiguration.makeClientConfiguration()
@@ -85,10 +90,15 @@ public struct RemoteCourier: BatchCourier {
         } else {
             switch await MXList.lookup(asciiDomain, dns: dns) {
             case .hosts(let list): hosts = list
-            case .temporaryFailure(let reason): return recipients.map { _ in .temporary(reason) }
-            case .permanentFailure(let reason): return recipients.map { _ in .permanent(reason) }
+            case .temporaryFailure(let reason):
+                Trace.current?.error("MX lookup for \(asciiDomain): \(reason)")
+                return recipients.map { _ in .temporary(reason) }
+            case .permanentFailure(let reason):
+                Trace.current?.error("MX lookup for \(asciiDomain): \(reason)")
+                return recipients.map { _ in .permanent(reason) }
             }
         }
+        Trace.current?.log("servers for \(asciiDomain): \(hosts.joined(separator: ", "))")
         var results = [DeliveryResult?](repeating: nil, count: recipients.count)
         var lastErrors = [String](repeating: "no servers to try", count: recipients.count)
         for host in hosts {
@@ -238,12 +248,14 @@ struct Attempt {
         var greeting = Reply(0, "")
         var dialErrors: [String] = []
         for address in addresses {
+            Trace.current?.log("connecting to \(host) at \(address) (\(mode == .verified ? "TLS, verified" : mode == .unverified ? "TLS, not verified" : "plain text"))")
             do {
                 (connection, greeting) = try await ClientConnection.connect(
                     to: address, connectTimeout: settings.connectTimeout, greetingTimeout: settings.replyTimeout,
                     sessionTimeout: settings.sessionTimeout)
                 break
             } catch {
+                Trace.current?.log("could not connect: \(error)")
                 dialErrors.append("\(error)")
             }
         }
@@ -264,6 +276,8 @@ struct Attempt {
         let timeout = settings.replyTimeout
         // A refusal at the greeting or at HELO is about this server, not
         // the message: try the next MX (COMPAT.md §12.5 step 6).
+        let trace = Trace.current
+        trace?.log("< \(greeting.summary)")
         guard greeting.code == 220 else {
             throw Failure(result: .temporary("\(host): greeting: \(greeting.summary)"))
         }
@@ -271,6 +285,7 @@ struct Attempt {
         var level = SecurityLevel.plain
         if capabilities.has("STARTTLS") && mode != .none {
             let reply = try await connection.command("STARTTLS", timeout: timeout)
+            trace?.log("> STARTTLS, < \(reply.summary)")
             guard reply.code == 220 else { return .startTLSRefused("\(host): STARTTLS refused: \(reply.summary)") }
             let context = mode == .verified ? courier.verifyingContext : courier.nonVerifyingContext
             do {
@@ -278,13 +293,22 @@ struct Attempt {
                     context: context, serverName: serverName, timeout: settings.connectTimeout)
                 capabilities = try await hello(connection)
             } catch {
+                courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
+                trace?.error("TLS handshake failed: \(error)")
                 return .tlsFailed("\(host): TLS handshake failed: \(error)")
             }
             level = mode == .verified ? .tlsSecure : .tlsInsecure
+            courier.metrics.count(MetricCatalog.outgoingTLSCount, mode == .verified ? "tls:secure" : "tls:insecure")
+            trace?.log("TLS established (\(mode == .verified ? "certificate verified" : "certificate not verified"))")
+        } else {
+            courier.metrics.count(MetricCatalog.outgoingTLSCount, "plain")
         }
         // Downgrade protection [SEC]: a level below what this domain has
         // shown before is a transient failure; the next MX may do better.
-        guard await courier.levels.outgoingAllowed(domain: levelKey, level: level) else {
+        let allowed = await courier.levels.outgoingAllowed(domain: levelKey, level: level)
+        courier.metrics.count(MetricCatalog.outgoingSecurityLevelChecks, allowed ? "pass" : "fail")
+        trace?.log("security level \(level.name) for \(levelKey): \(allowed ? "allowed" : "refused")")
+        guard allowed else {
             throw Failure(result: .temporary("Security level check failed (level:\(level.name))"))
         }
         let results = try await transaction(connection, capabilities: capabilities)
@@ -358,8 +382,11 @@ struct Attempt {
             try check(try await connection.command(mailCommand, timeout: timeout), expect: 250, step: "MAIL FROM")
             for command in rcptCommands { rcptReplies.append(try await connection.command(command, timeout: timeout)) }
         }
+        let trace = Trace.current
+        trace?.log("> \(mailCommand)")
         var accepted: [Int] = []
         for (index, reply) in zip(sendable, rcptReplies) {
+            trace?.log("> RCPT TO:<\(rcptTo[index]!)>, < \(reply.summary)")
             if reply.code == 250 || reply.code == 251 {
                 accepted.append(index)
             } else {
@@ -378,6 +405,7 @@ struct Attempt {
             if go.code == 354 {
                 try await connection.send(encodeDataBlock(data))
                 let final = try await connection.readReply(timeout: settings.sessionTimeout)
+                trace?.log("> DATA (\(data.count) bytes), < \(final.summary)")
                 dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA")
             } else {
                 dataOutcome = failure(go, step: "DATA")

@@ -24,6 +24,29 @@ public struct Command: Equatable, Sendable {
 
     /// Verbs that mean a web client is talking to us (cross-protocol attacks).
     public static let httpVerbs: Set<String> = ["GET", "POST", "CONNECT"]
+
+    /// The verbs the server implements.
+    public static let knownVerbs: Set<String> = [
+        "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "HELP", "QUIT", "VRFY", "EXPN", "STARTTLS", "AUTH",
+    ]
+
+    /// The verb as chasquid names it in metrics and logs: an unknown one is
+    /// `unknown<"XXXXXX">`, cut to 6 characters so a client cannot fill
+    /// either with noise.
+    public var reportedVerb: String {
+        Self.knownVerbs.contains(verb) ? verb : "unknown<\"\(verb.prefix(6))\">"
+    }
+
+    /// The line as a trace may show it. An AUTH initial response is a
+    /// credential, so AUTH keeps only its mechanism.
+    public var traceText: String {
+        if verb == "AUTH" {
+            let parts = argument.split(separator: " ", maxSplits: 1)
+            guard let mechanism = parts.first?.uppercased() else { return "AUTH" }
+            return parts.count > 1 ? "AUTH \(mechanism) (initial response not shown)" : "AUTH \(mechanism)"
+        }
+        return argument.isEmpty ? verb : "\(verb) \(argument)"
+    }
 }
 
 /// The path argument of MAIL FROM / RCPT TO (RFC 5321 §4.1.2, RFC 6531).

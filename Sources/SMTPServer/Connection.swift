@@ -1,4 +1,5 @@
 import DurableFiles
+import Instrumentation
 import Logging
 import MailLog
 import NIOCore
@@ -33,13 +34,24 @@ struct Connection {
     let logger: Logger
     let mailLog: MailLog
     let registry: ConnectionRegistry
+    let metrics: ServerMetrics
+    let trace: Trace
 
     /// Maximum bytes of the header block kept in memory for the checks.
     static let headerLimit = 1 << 20
 
     func run(_ channel: NIOAsyncChannel<SMTPInbound, SMTPOutbound>, implicitTLS: Bool) async {
         let id = registry.register(channel.channel)
-        defer { registry.unregister(id) }
+        let started = ContinuousClock.now
+        metrics.adjust(MetricCatalog.openConnections, by: 1)
+        trace.log("\(settings.mode.rawValue) connection from \(facts.remoteAddress)")
+        defer {
+            registry.unregister(id)
+            metrics.adjust(MetricCatalog.openConnections, by: -1)
+            metrics.record(MetricCatalog.smtpSessionDuration, settings.mode.rawValue, duration: .now - started)
+            trace.log("closed")
+            trace.finish()
+        }
         if registry.isShuttingDown {
             try? await channel.channel.writeAndFlush(SMTPOutbound.bytes(ByteBuffer(string: Reply.shuttingDown.encoded)))
             try? await channel.channel.close()
@@ -48,9 +60,12 @@ struct Connection {
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var iterator = inbound.makeAsyncIterator()
-                try await serve(&iterator, outbound, implicitTLS: implicitTLS, id: id)
+                try await Trace.$current.withValue(trace) {
+                    try await serve(&iterator, outbound, implicitTLS: implicitTLS, id: id)
+                }
             }
         } catch {
+            trace.log("connection error: \(error)")
             logger.debug("SMTP.Conn \(facts.remoteAddress): closed: \(error)")
         }
     }
@@ -59,9 +74,23 @@ struct Connection {
         // The idle timer counts from our last reply too: a client waiting
         // for a slow post-data hook has sent nothing, and is not idle.
         var lastReply = ContinuousClock.now
-        func respond(_ replies: [Reply]) async throws {
-            try await send(outbound, replies)
+        func respond(_ replies: [Reply], counted: Bool = true) async throws {
+            try await send(outbound, replies, counted: counted)
             lastReply = .now
+        }
+        // Reads the next event; a failure while a handshake is due is a
+        // failed TLS handshake.
+        var handshakeDue = implicitTLS
+        func next() async throws -> SMTPInbound? {
+            do {
+                return try await inbound.next()
+            } catch {
+                if handshakeDue {
+                    metrics.count(MetricCatalog.tlsHandshakeFailures, settings.mode.rawValue)
+                    trace.error("TLS handshake failed: \(error)")
+                }
+                throw error
+            }
         }
         var session = Session(
             mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize, onTLS: false,
@@ -70,16 +99,19 @@ struct Connection {
         if implicitTLS {
             // Nothing is read before the handshake completes on port 465.
             while true {
-                guard let event = try await inbound.next() else { return }
+                guard let event = try await next() else { return }
                 if case .tlsEstablished(let details) = event {
                     session.tlsEstablished(serverName: details.serverName)
                     tlsVersion = details.version
+                    handshakeDue = false
+                    trace.log("TLS established: \(details.version), server name \(details.serverName ?? "(none)")")
                     break
                 }
                 if case .timedOut = event { return }
             }
         }
-        try await respond([session.greeting])
+        // chasquid does not count the greeting among the response codes.
+        try await respond([session.greeting], counted: false)
 
         var framer = LineFramer()
         var awaitingTLS = false
@@ -96,12 +128,16 @@ struct Connection {
                 let command = isAuthResponse ? Command(verb: "AUTH", argument: "") : Command(line: bytes)
                 var step: SessionStep
                 if isAuthResponse {
+                    trace.log("> (AUTH response not shown)")
                     step = await session.handleAuthResponse(bytes, policy: policy)
                 } else {
+                    trace.log("> " + command.traceText)
+                    count(command)
                     step = await session.handle(command, policy: policy)
                 }
+                let unaccounted = step
                 step = session.account(step)
-                logOutcome(command: command, step: step, session: session)
+                logOutcome(command: command, step: unaccounted, accounted: step, session: session)
                 logAuth(step, session: session)
                 switch step {
                 case .reply(let reply), .authChallenge(let reply):
@@ -113,20 +149,24 @@ struct Connection {
                 case .startTLS(let reply):
                     try await respond(pendingReplies)
                     pendingReplies = []
+                    recordSent(reply)
                     try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
                     // Bytes pipelined after STARTTLS came in plain text: drop them [SEC].
                     framer.discardPending()
                     awaitingTLS = true
+                    handshakeDue = true
                 case .readData(let reply):
                     pendingReplies.append(reply)
                     try await respond(pendingReplies)
                     pendingReplies = []
+                    metrics.count(MetricCatalog.incomingTLSCount, tlsVersion == nil ? "plain" : "tls")
                     registry.setInData(id, true)
                     let (outcome, remaining) = await readData(
                         initial: framer.takeRemaining(), inbound: &inbound, session: session, tlsVersion: tlsVersion)
                     registry.setInData(id, false)
-                    let after = session.account(session.dataReceived(outcome))
-                    logOutcome(command: Command(verb: "DATA", argument: ""), step: after, session: session)
+                    let received = session.dataReceived(outcome)
+                    let after = session.account(received)
+                    logOutcome(command: Command(verb: "DATA", argument: ""), step: received, accounted: after, session: session)
                     switch after {
                     case .close(let reply):
                         try await respond([reply])
@@ -148,7 +188,7 @@ struct Connection {
                 try await respond(pendingReplies)
                 pendingReplies = []
             }
-            guard let event = try await inbound.next() else { return }
+            guard let event = try await next() else { return }
             switch event {
             case .bytes(let buffer):
                 // Between STARTTLS and the end of the handshake, anything that
@@ -156,11 +196,14 @@ struct Connection {
                 if !awaitingTLS { framer.append(buffer.readableBytesView) }
             case .tlsEstablished(let details):
                 awaitingTLS = false
+                handshakeDue = false
+                trace.log("TLS established: \(details.version), server name \(details.serverName ?? "(none)")")
                 framer.discardPending()
                 session.tlsEstablished(serverName: details.serverName)
                 tlsVersion = details.version
             case .timedOut:
                 if ContinuousClock.now - lastReply < SMTPDefaults.commandTimeout { continue }
+                trace.error("timed out waiting for a command")
                 try? await respond([Reply(421, "4.4.2 Timed out, bye")])
                 return
             }
@@ -176,37 +219,67 @@ struct Connection {
         mailLog.auth(remote: facts.remoteAddress, user: user, succeeded: reply.code == 235)
     }
 
-    private func send(_ outbound: Outbound, _ replies: [Reply]) async throws {
+    /// A reply about to be sent: counted by code, and traced.
+    private func recordSent(_ reply: Reply) {
+        metrics.count(MetricCatalog.responseCodeCount, String(reply.code))
+        if reply.isError {
+            trace.error("< \(reply.code) \(reply.text)")
+        } else {
+            trace.log("< \(reply.code) \(reply.text)")
+        }
+    }
+
+    /// chasquid counts every command but QUIT, and HTTP verbs apart.
+    private func count(_ command: Command) {
+        if Command.httpVerbs.contains(command.verb) {
+            metrics.count(MetricCatalog.wrongProtoCount, command.verb)
+        } else if command.verb != "QUIT" {
+            metrics.count(MetricCatalog.commandCount, command.reportedVerb)
+        }
+    }
+
+    private func send(_ outbound: Outbound, _ replies: [Reply], counted: Bool) async throws {
         guard !replies.isEmpty else { return }
         var buffer = ByteBuffer()
-        for reply in replies { buffer.writeString(reply.encoded) }
+        for reply in replies {
+            buffer.writeString(reply.encoded)
+            if counted {
+                recordSent(reply)
+            } else {
+                trace.log("< \(reply.code) \(reply.text)")
+            }
+        }
         try await outbound.write(.bytes(buffer))
     }
 
     /// The fail2ban contract (COMPAT.md §11.5): failed commands are logged as
-    /// `SMTP.Conn <ip>:<port>: error: <CMD> failed: <code>  <text>`.
-    private func logOutcome(command: Command, step: SessionStep, session: Session) {
-        let reply: Reply
-        switch step {
-        case .reply(let r), .close(let r), .startTLS(let r), .readData(let r), .authChallenge(let r): reply = r
-        }
+    /// `SMTP.Conn <ip>:<port>: error: <CMD> failed: <code>  <text>`. The
+    /// error that uses up the budget is logged too, before `too many errors`,
+    /// as chasquid does, although the client gets the 421 instead.
+    private func logOutcome(command: Command, step: SessionStep, accounted: SessionStep, session: Session) {
+        let reply = Self.reply(of: step)
         guard reply.isError else { return }
         let prefix = "SMTP.Conn \(facts.remoteAddress): error:"
-        if reply.code == 421 && reply.text.hasPrefix("4.5.0") {
-            logger.info("\(prefix) too many errors, breaking connection")
-            return
-        }
         if Command.httpVerbs.contains(command.verb) {
             logger.info("\(prefix) http command, closing connection")
-            return
+        } else {
+            // Go-quoted in the log: the quotes of `unknown<"X">` get backslashes.
+            let verb = command.reportedVerb.replacingOccurrences(of: "\"", with: "\\\"")
+            logger.info("\(prefix) \(verb) failed: \(reply.code)  \(reply.text)")
+            if let rejection = session.rejection {
+                mailLog.rejected(
+                    remote: facts.remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
+            }
         }
-        let known: Set<String> = [
-            "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "HELP", "QUIT", "VRFY", "EXPN", "STARTTLS", "AUTH",
-        ]
-        let verb = known.contains(command.verb) ? command.verb : "unknown<\\\"\(command.verb.prefix(6))\\\">"
-        logger.info("\(prefix) \(verb) failed: \(reply.code)  \(reply.text)")
-        if let rejection = session.rejection {
-            mailLog.rejected(remote: facts.remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
+        if Self.reply(of: accounted) != reply {
+            trace.error("too many errors, breaking connection")
+            logger.info("\(prefix) too many errors, breaking connection")
+        }
+    }
+
+    private static func reply(of step: SessionStep) -> Reply {
+        switch step {
+        case .reply(let r), .close(let r), .startTLS(let r), .readData(let r), .authChallenge(let r): r
         }
     }
 
@@ -273,6 +346,7 @@ struct Connection {
             }
             guard let event = try? await inbound.next() else {
                 spool?.discard()
+                trace.error("connection lost during DATA")
                 return (.readError("connection closed"), [])
             }
             switch event {
@@ -299,6 +373,8 @@ struct Connection {
         do {
             let result = try HeaderCheck.check(block)
             if result.receivedCount > settings.maxReceivedHeaders {
+                metrics.count(MetricCatalog.loopsDetected)
+                trace.error("loop detected: \(result.receivedCount) Received headers")
                 return Reply(554, "5.4.6 Loop detected (\(settings.maxReceivedHeaders) hops)")
             }
         } catch {

@@ -1,3 +1,4 @@
+import Instrumentation
 import Logging
 import MailLog
 import NIOCore
@@ -43,12 +44,17 @@ public struct Listener: Sendable {
     public var logger: Logger
     public var mailLog: MailLog
     public var registry: ConnectionRegistry
+    public var metrics: ServerMetrics
+    public var traces: TraceRegistry?
 
     public init(
         socket: ListenSocket, settings: ConnectionSettings, certificates: CertificateStore?, policy: any SessionPolicy,
-        sink: any MessageSink, logger: Logger, mailLog: MailLog, registry: ConnectionRegistry = ConnectionRegistry()
+        sink: any MessageSink, logger: Logger, mailLog: MailLog, registry: ConnectionRegistry = ConnectionRegistry(),
+        metrics: ServerMetrics = .discarding, traces: TraceRegistry? = nil
     ) {
         self.registry = registry
+        self.metrics = metrics
+        self.traces = traces
         self.socket = socket
         self.settings = settings
         self.certificates = certificates
@@ -60,11 +66,18 @@ public struct Listener: Sendable {
 
     typealias Child = NIOAsyncChannel<SMTPInbound, SMTPOutbound>
 
+    /// An accepted connection with its peer, read while the channel is
+    /// surely open: a client that hangs up at once still has an address.
+    struct Accepted: Sendable {
+        var channel: Child
+        var remote: SocketAddress?
+    }
+
     /// Binds. The returned server channel is then given to `serve`.
     public func bind(group: any EventLoopGroup) async throws -> BoundListener {
         let implicitTLS = settings.mode == .submissionTLS
         let certificates = self.certificates
-        let initializer: @Sendable (any Channel) -> EventLoopFuture<Child> = { channel in
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Accepted> = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let handler = SMTPChannelHandler(certificates: certificates)
                 try channel.pipeline.syncOperations.addHandler(
@@ -78,14 +91,14 @@ public struct Listener: Sendable {
                 // The whole connection, DATA included, gets 20 minutes.
                 let seconds = SMTPDefaults.connectionTimeout.components.seconds
                 channel.eventLoop.scheduleTask(in: .seconds(seconds)) { channel.close(promise: nil) }
-                return try Child(wrappingChannelSynchronously: channel)
+                return Accepted(channel: try Child(wrappingChannelSynchronously: channel), remote: channel.remoteAddress)
             }
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        let server: NIOAsyncChannel<Child, Never>
+        let server: NIOAsyncChannel<Accepted, Never>
         switch socket {
         case .address(let host, let port):
             server = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
@@ -99,7 +112,7 @@ public struct Listener: Sendable {
 /// A listener with its socket bound.
 public struct BoundListener: Sendable {
     let listener: Listener
-    let server: NIOAsyncChannel<Listener.Child, Never>
+    let server: NIOAsyncChannel<Listener.Accepted, Never>
 
     /// The address actually bound (port 0 picks one).
     public var localAddress: String {
@@ -119,13 +132,18 @@ public struct BoundListener: Sendable {
         let implicitTLS = listener.settings.mode == .submissionTLS
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
-                for try await child in inbound {
-                    let remote = child.channel.remoteAddress
+                for try await accepted in inbound {
+                    let child = accepted.channel
+                    let remote = accepted.remote
                     let facts = ConnectionFacts(
                         remoteAddress: remote.map(Self.format) ?? "unknown", remoteIP: remote?.ipAddress ?? "unknown")
+                    let trace =
+                        listener.traces?.start(family: "SMTP.Conn", title: facts.remoteAddress)
+                        ?? .detached(family: "SMTP.Conn", title: facts.remoteAddress)
                     let connection = Connection(
                         settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
-                        logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry)
+                        logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,
+                        metrics: listener.metrics, trace: trace)
                     group.addTask { await connection.run(child, implicitTLS: implicitTLS) }
                 }
             }

@@ -48,6 +48,8 @@ options.syslogTag = flags.string("logtosyslog")
 options.maxReceivedHeaders = flags.int("testing__max_received_headers")
 options.outgoingSMTPPort = Int(flags.string("testing__outgoing_smtp_port")) ?? 25
 options.dnsServer = flags.string("testing__dns_addr")
+options.flagsText = flags.debugText
+options.commandLine = CommandLine.arguments
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
     options.reloadEvery = every
 } else {

@@ -147,3 +147,17 @@ import Testing
         #expect(throws: Mailbox.Invalid.self) { try Mailbox.parse(token) }
     }
 }
+
+@Suite struct CommandReportingTests {
+    @Test func unknownVerbsAreCutToSixCharacters() {
+        #expect(Command(line: Array("ehlo x".utf8)).reportedVerb == "EHLO")
+        #expect(Command(line: Array("XYZZY1234 a".utf8)).reportedVerb == "unknown<\"XYZZY1\">")
+    }
+
+    @Test func authKeepsOnlyItsMechanismInTraces() {
+        #expect(Command(line: Array("AUTH PLAIN AGp1YW4Ac2VjcmV0".utf8)).traceText == "AUTH PLAIN (initial response not shown)")
+        #expect(Command(line: Array("auth login".utf8)).traceText == "AUTH LOGIN")
+        #expect(Command(line: Array("AUTH".utf8)).traceText == "AUTH")
+        #expect(Command(line: Array("MAIL FROM:<a@b>".utf8)).traceText == "MAIL FROM:<a@b>")
+    }
+}

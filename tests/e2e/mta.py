@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pbtext
 import server as S
+from smtpraw import no_verify_context  # re-exported: mta.no_verify_context
 
 CRLF = b"\r\n"
 
@@ -611,13 +612,6 @@ def queue_item(server, qid):
 
 
 # ---------------------------------------------------------------- sending
-
-
-def no_verify_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def queued_id(server, client_port, timeout=30):

@@ -12,7 +12,6 @@ headers), §10.1 (SPF_PASS for the post-data hook) and §18 (the mail log's
 import json
 import re
 import smtplib
-import ssl
 import sys
 import time
 import uuid
@@ -22,6 +21,7 @@ import pytest
 import server as S
 from dnstest import DNSServer
 from server import ChasquidServer
+from smtpraw import no_verify_context
 
 CLIENT_IP = "127.0.0.1"
 PASS_RECORD = f"v=spf1 ip4:{CLIENT_IP} -all"
@@ -100,13 +100,6 @@ def _cleanup_caches():
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def no_verify_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def make_message(subject, sender):
