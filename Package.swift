@@ -131,7 +131,7 @@ let package = Package(
         .target(
             name: "Monitoring",
             dependencies: [
-                "ChasquidProto", "Instrumentation", "MailQueue",
+                "ChasquidProto", "Instrumentation", "MailQueue", "Normalization",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -157,7 +157,7 @@ let package = Package(
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DurableFiles", "Instrumentation", "MailLog",
+                "SMTPCore", "DurableFiles", "Instrumentation", "MailLog", "Normalization",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

@@ -132,8 +132,9 @@ public final class Daemon: Sendable {
                 flagsText: options.flagsText, metrics: backends, traces: registry,
                 queueStatus: { await queueBox.withLock { $0 }?.status ?? [] },
                 exit: {
-                    logger.info("Exiting (POST /exit on the monitoring server)")
-                    exit(0)
+                    // The same way out as SIGTERM: drain, then exit 0.
+                    logger.info("POST /exit on the monitoring server")
+                    kill(getpid(), SIGTERM)
                 })
             do {
                 guard case .address(let host, let port) = try ListenSocket(parsing: config.monitoringAddress) else {

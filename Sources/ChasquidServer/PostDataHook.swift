@@ -63,6 +63,22 @@ public struct PostDataHook: Sendable {
 
     public func run(message: [UInt8], facts: Facts) async -> Outcome {
         let outcome = await runHook(message: message, facts: facts)
+        report(outcome)
+        return outcome
+    }
+
+    /// As `run(message:facts:)`, reading the message only when there is a
+    /// hook to give it to.
+    public func run(facts: Facts, readingMessage read: () throws -> [UInt8]) async throws -> Outcome {
+        guard FileManager.default.fileExists(atPath: path) else {
+            report(.skipped)
+            return .skipped
+        }
+        return await run(message: try read(), facts: facts)
+    }
+
+    /// Counts `post-data:{skip,fail,badoutput,success}` as chasquid does.
+    private func report(_ outcome: Outcome) {
         let result: String
         switch outcome {
         case .skipped: result = "skip"
@@ -72,7 +88,6 @@ public struct PostDataHook: Sendable {
         }
         metrics.count(MetricCatalog.postDataHookResults, "post-data:" + result)
         if result != "fail" { Trace.current?.log("post-data hook: \(result)") }
-        return outcome
     }
 
     private func runHook(message: [UInt8], facts: Facts) async -> Outcome {

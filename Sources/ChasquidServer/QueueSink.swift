@@ -50,14 +50,17 @@ public struct QueueSink: MessageSink {
     private func runHook(
         envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: SpoolFile
     ) async throws -> SpoolFile {
-        guard fileExists(hook.path) else { return spool }
-        let message = try spool.contents()
         let fromDomain = Address.domain(of: envelope.from)
         let facts = PostDataHook.Facts(
             remoteAddress: remoteAddress, ehloDomain: session.ehloDomain ?? "", from: envelope.from,
             recipients: envelope.recipients, authenticatedAs: session.authenticatedAs, onTLS: session.onTLS,
             spfPass: envelope.spf?.passed ?? false, fromLocalDomain: envelope.from == "<>" || isLocal(fromDomain))
-        switch await hook.run(message: message, facts: facts) {
+        var message: [UInt8] = []
+        let outcome = try await hook.run(facts: facts) {
+            message = try spool.contents()
+            return message
+        }
+        switch outcome {
         case .skipped, .acceptedBadOutput, .accepted(headers: []):
             return spool
         case .accepted(let headers):

@@ -75,6 +75,8 @@ public struct ServerPolicy: SessionPolicy {
     public func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck {
         // SPF only for strangers: an authenticated user may send as anyone (§12.2).
         guard !session.isAuthenticated, let spf, let ip = session.remoteIP.flatMap({ IPAddress($0) }) else {
+            // chasquid counts the level check as skipped whenever SPF did not pass.
+            metrics.count(MetricCatalog.incomingSecurityLevelChecks, "skip")
             return .accepted
         }
         let outcome = await Self.withDeadline(Self.spfDeadline) {
@@ -93,8 +95,7 @@ public struct ServerPolicy: SessionPolicy {
         // The incoming security level, only after a pass, so that strangers
         // cannot raise another domain's level (COMPAT.md §13) [SEC]. It is
         // keyed on the normalised sender domain (§22.7).
-        guard let securityLevels else { return SenderCheck(spf: verdict) }
-        if outcome.result == .pass {
+        if outcome.result == .pass, let securityLevels {
             let domain = (try? Normalize.domain(Address.domain(of: address))) ?? Address.domain(of: address)
             let level: SecurityLevel = session.onTLS ? .tlsClient : .plain
             let allowed = await securityLevels.incomingAllowed(domain: domain, level: level)

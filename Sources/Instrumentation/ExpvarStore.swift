@@ -19,6 +19,12 @@ public final class ExpvarStore: MetricsFactory, Sendable {
     /// Every variable, by name.
     public var snapshot: [String: Value] { values.withLock { $0 } }
 
+    /// The value of a gauge.
+    public func double(_ name: String) -> Double? {
+        if case .double(let v)? = values.withLock({ $0[name] }) { return v }
+        return nil
+    }
+
     /// The value of an int variable, or of one map entry.
     public func int(_ name: String, _ key: String? = nil) -> Int64? {
         switch values.withLock({ $0[name] }) {
@@ -38,8 +44,9 @@ public final class ExpvarStore: MetricsFactory, Sendable {
                 }
                 return
             }
+            // Taken out and put back, so the map is not copied on write.
             var map: [String: Int64] = [:]
-            if case .map(let existing)? = values[name] { map = existing }
+            if case .map(let existing)? = values.removeValue(forKey: name) { map = existing }
             map[key, default: 0] &+= amount
             values[name] = .map(map)
         }

@@ -47,6 +47,8 @@ public final class Trace: Sendable {
 
     public static let maxEvents = 300
     public static let maxEventLength = 600
+    /// Child links kept (a queue item retried for days has many attempts).
+    public static let maxChildren = 100
 
     public let id: UInt64
     public let family: String
@@ -75,15 +77,20 @@ public final class Trace: Sendable {
         self.startInstant = .now
     }
 
-    /// A trace that is recorded nowhere (tools, tests that do not look).
-    public static func detached(family: String, title: String) -> Trace {
-        Trace(id: 0, family: family, title: title, parent: nil, registry: nil)
+    /// A trace that records nothing, for when there is no monitoring server
+    /// to show traces: its messages are not even built.
+    public static let disabled = Trace(id: 0, family: "", title: "", parent: nil, registry: nil)
+
+    private var isRecording: Bool { registry != nil }
+
+    public func log(_ message: @autoclosure () -> String) {
+        if isRecording { append(message(), isError: false) }
     }
 
-    public func log(_ message: String) { append(message, isError: false) }
-
     /// Records an error; the trace is then listed among its family's errors.
-    public func error(_ message: String) { append(message, isError: true) }
+    public func error(_ message: @autoclosure () -> String) {
+        if isRecording { append(message(), isError: true) }
+    }
 
     private func append(_ message: String, isError: Bool) {
         let text = message.count > Self.maxEventLength ? message.prefix(Self.maxEventLength) + "…" : message
@@ -100,9 +107,12 @@ public final class Trace: Sendable {
 
     /// Starts a trace for part of this one's work, linked both ways.
     public func child(family: String, title: String) -> Trace {
-        guard let registry else { return .detached(family: family, title: title) }
+        guard let registry else { return .disabled }
         let child = registry.start(family: family, title: title, parent: TraceLink(id: id, family: self.family, title: self.title))
-        state.withLock { $0.children.append(TraceLink(id: child.id, family: family, title: title)) }
+        state.withLock { state in
+            state.children.append(TraceLink(id: child.id, family: family, title: title))
+            if state.children.count > Self.maxChildren { state.children.removeFirst() }
+        }
         return child
     }
 

@@ -52,15 +52,21 @@ public final class TraceRegistry: Sendable {
         let elapsed = trace.elapsed
         let isError = trace.isError
         state.withLock { state in
-            var family = state.families[trace.family, default: Family()]
-            family.active[trace.id] = nil
-            family.finishedCount += 1
-            for (index, bound) in Self.latencyBuckets.enumerated() where elapsed >= bound {
-                Self.push(trace, into: &family.buckets[index], keeping: keptPerBucket)
-            }
-            if isError { Self.push(trace, into: &family.errors, keeping: keptErrors) }
-            state.families[trace.family] = family
+            // Changed in place: copying a family would copy its active traces.
+            Self.record(trace, elapsed: elapsed, isError: isError, in: &state.families[trace.family, default: Family()],
+                keptPerBucket: keptPerBucket, keptErrors: keptErrors)
         }
+    }
+
+    private static func record(
+        _ trace: Trace, elapsed: Duration, isError: Bool, in family: inout Family, keptPerBucket: Int, keptErrors: Int
+    ) {
+        family.active[trace.id] = nil
+        family.finishedCount += 1
+        for (index, bound) in latencyBuckets.enumerated() where elapsed >= bound {
+            push(trace, into: &family.buckets[index], keeping: keptPerBucket)
+        }
+        if isError { push(trace, into: &family.errors, keeping: keptErrors) }
     }
 
     private static func push(_ trace: Trace, into ring: inout [Trace], keeping limit: Int) {

@@ -132,28 +132,6 @@ public final class MailLog: Sendable {
     public func allDone(id: String, from: String) { write("\(id) from=\(from) all done") }
 }
 
-/// Go's `%q` for the texts logs and headers quote: backslash escapes for
-/// quotes, backslashes and control characters; other characters as they are.
-public func goQuoted(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                out += String(format: "\\x%02x", scalar.value)
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}
-
 /// "Mon, 02 Jan 2006 15:04:05 -0700", local time: the date of mail headers
 /// (Received, DSNs). Built by hand from localtime_r: a DateFormatter per
 /// message costs more than the rest of the header.

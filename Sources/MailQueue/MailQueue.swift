@@ -139,13 +139,13 @@ public actor MailQueue {
     /// returns, the message is on disk: data fsynced, envelope fsynced,
     /// directory fsynced. On error the spool is discarded.
     public nonisolated func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
-        metrics.count(MetricCatalog.putCount)
         // Count puts still in progress too, so concurrent puts cannot
         // overshoot the limit while they resolve aliases and write.
         guard await reserveSlot() else {
             spool.discard()
             throw .full
         }
+        metrics.count(MetricCatalog.putCount)
         var message = Queue_Message()
         message.from = from
         message.to = to
@@ -400,17 +400,18 @@ public actor MailQueue {
     /// One delivery attempt's trace (a child of the item's) and metrics.
     private struct Attempt: Sendable {
         let trace: Trace
+        let addresses: [String]
         let kind: String
         let started: ContinuousClock.Instant
         let metrics: ServerMetrics
 
         func finish(_ results: [DeliveryResult]) {
             metrics.record(MetricCatalog.deliveryDuration, kind, duration: .now - started)
-            for result in results {
+            for (address, result) in zip(addresses, results) {
                 switch result {
-                case .sent: trace.log("sent")
-                case .temporary(let error): trace.error("temporary failure: \(error)")
-                case .permanent(let error): trace.error("permanent failure: \(error)")
+                case .sent: trace.log("\(address): sent")
+                case .temporary(let error): trace.error("\(address): temporary failure: \(error)")
+                case .permanent(let error): trace.error("\(address): permanent failure: \(error)")
                 }
             }
             trace.finish()
@@ -420,9 +421,9 @@ public actor MailQueue {
     private func attemptTrace(_ id: String, to addresses: [String], kind: String) -> Attempt {
         metrics.count(MetricCatalog.deliverAttempts, kind, by: addresses.count)
         let title = "\(id) to \(addresses.joined(separator: ", "))"
-        let trace = itemTraces[id]?.child(family: "Delivery", title: title) ?? .detached(family: "Delivery", title: title)
+        let trace = itemTraces[id]?.child(family: "Delivery", title: title) ?? .disabled
         trace.log("\(kind) delivery to \(addresses.joined(separator: ", "))")
-        return Attempt(trace: trace, kind: kind, started: .now, metrics: metrics)
+        return Attempt(trace: trace, addresses: addresses, kind: kind, started: .now, metrics: metrics)
     }
 
     /// chasquid's `deliverAttempts` label: `email:local`, `email:remote`, `pipe`, `forward`.

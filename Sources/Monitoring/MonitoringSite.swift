@@ -2,6 +2,7 @@ import ChasquidProto
 import Foundation
 import Instrumentation
 import MailQueue
+import Normalization
 import SwiftProtobuf
 
 /// What the monitoring pages show, supplied by the daemon.
@@ -103,10 +104,11 @@ public struct MonitoringSite: Sendable {
         guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
         var query: [String: String] = [:]
         for pair in target[target.index(after: mark)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
                 String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
             }
-            query[parts[0]] = parts.count > 1 ? parts[1] : ""
+            guard let key = parts.first, !key.isEmpty else { continue }
+            query[key] = parts.count > 1 ? parts[1] : ""
         }
         return (String(target[..<mark]), query)
     }
@@ -126,16 +128,44 @@ public struct MonitoringSite: Sendable {
 
     // MARK: queue
 
-    /// chasquid's `/debug/queue` text: a header, then each item's envelope
-    /// in text format. Bodies live in their own files and never appear.
+    /// chasquid's `/debug/queue` text (its `Queue.DumpString`): a header,
+    /// then per item its envelope and one block per recipient. Bodies live
+    /// in their own files and never appear.
     public static func queueText(_ items: [QueueItemStatus], now: Date) -> String {
         var out = "# Queue status\n\ndate: \(goTime(now))\nlength: \(items.count)\n\n"
         for item in items {
-            var message = item.message
-            message.data = Data()
-            out += "## Item \(message.id)\n\(message.textFormatString())\n"
+            let message = item.message
+            out += "## Item \(message.id)\n"
+            out += "created at: \(goTime(message.createdAtTs.date))\n"
+            out += "from: \(message.from)\n"
+            out += "to: [\(message.to.joined(separator: " "))]\n"
+            for rcpt in message.rcpt {
+                out += "\(statusName(rcpt.status)) \(rcpt.address) (\(typeName(rcpt.type)))\n"
+                out += "  original address: \(rcpt.originalAddress)\n"
+                out += "  last failure: \(goQuoted(rcpt.lastFailureMessage))\n"
+            }
+            out += "\n"
         }
         return out
+    }
+
+    /// The names Go's protobuf enums print.
+    static func statusName(_ status: Queue_Recipient.Status) -> String {
+        switch status {
+        case .pending: "PENDING"
+        case .sent: "SENT"
+        case .failed: "FAILED"
+        case .UNRECOGNIZED(let value): String(value)
+        }
+    }
+
+    static func typeName(_ type: Queue_Recipient.TypeEnum) -> String {
+        switch type {
+        case .email: "EMAIL"
+        case .pipe: "PIPE"
+        case .forward: "FORWARD"
+        case .UNRECOGNIZED(let value): String(value)
+        }
     }
 
     /// Go's `time.Time` `%v` form: `2006-01-02 15:04:05.999999999 -0700 MST`.
@@ -167,7 +197,7 @@ public struct MonitoringSite: Sendable {
             for rcpt in message.rcpt {
                 let failed = rcpt.status == .failed
                 body += "<tr\(failed ? " class=\"error\"" : "")><td class=\"mono\">\(HTML.escape(rcpt.address))</td>"
-                body += "<td>\(rcpt.type)</td><td>\(rcpt.status)</td>"
+                body += "<td>\(Self.typeName(rcpt.type))</td><td>\(Self.statusName(rcpt.status))</td>"
                 body += "<td>\(HTML.escape(rcpt.lastFailureMessage))</td></tr>\n"
             }
             body += "</table>\n"
@@ -180,9 +210,8 @@ public struct MonitoringSite: Sendable {
     func indexPage() async -> String {
         let queueLength = await sources.queueStatus().count
         let uptime = Duration.seconds(Int64(Date().timeIntervalSince(sources.started)))
-        let families = sources.traces.families
-        let connections = families.first { $0.name == "SMTP.Conn" }?.active ?? 0
-        let errors = families.reduce(0) { $0 + $1.errors }
+        let connections = Int(sources.metrics.expvar.double(MetricCatalog.openConnections.expvarName) ?? 0)
+        let errors = sources.traces.families.reduce(0) { $0 + $1.errors }
         var body = "<table>\n"
         body += "<tr><th>Version</th><td>\(HTML.escape(sources.version))</td></tr>\n"
         body += "<tr><th>Source date</th><td>\(HTML.escape(sources.sourceDate))</td></tr>\n"

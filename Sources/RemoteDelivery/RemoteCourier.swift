@@ -286,15 +286,25 @@ struct Attempt {
         if capabilities.has("STARTTLS") && mode != .none {
             let reply = try await connection.command("STARTTLS", timeout: timeout)
             trace?.log("> STARTTLS, < \(reply.summary)")
-            guard reply.code == 220 else { return .startTLSRefused("\(host): STARTTLS refused: \(reply.summary)") }
+            guard reply.code == 220 else {
+                courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
+                return .startTLSRefused("\(host): STARTTLS refused: \(reply.summary)")
+            }
             let context = mode == .verified ? courier.verifyingContext : courier.nonVerifyingContext
             do {
                 try await connection.startTLS(
                     context: context, serverName: serverName, timeout: settings.connectTimeout)
                 capabilities = try await hello(connection)
             } catch {
-                courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
-                trace?.error("TLS handshake failed: \(error)")
+                // chasquid makes one handshake and checks the certificate
+                // after; we make a verified one first, so only the failure
+                // of the unverified one is chasquid's `tls:failed`.
+                if mode == .verified {
+                    trace?.log("TLS handshake with certificate verification failed: \(error)")
+                } else {
+                    courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
+                    trace?.error("TLS handshake failed: \(error)")
+                }
                 return .tlsFailed("\(host): TLS handshake failed: \(error)")
             }
             level = mode == .verified ? .tlsSecure : .tlsInsecure

@@ -1,3 +1,5 @@
+import Normalization
+
 /// A command line split into its verb and argument (RFC 5321 §4.1.1).
 /// Verbs are case-insensitive; the argument is everything after the first
 /// space, as sent.
@@ -31,11 +33,15 @@ public struct Command: Equatable, Sendable {
     ]
 
     /// The verb as chasquid names it in metrics and logs: an unknown one is
-    /// `unknown<"XXXXXX">`, cut to 6 characters so a client cannot fill
-    /// either with noise.
+    /// Go's `unknown<%.6q>`, its first 6 characters (Unicode scalars) quoted,
+    /// so a client cannot fill either with noise or control characters.
     public var reportedVerb: String {
-        Self.knownVerbs.contains(verb) ? verb : "unknown<\"\(verb.prefix(6))\">"
+        Self.knownVerbs.contains(verb) ? verb : "unknown<\(goQuoted(String(String.UnicodeScalarView(verb.unicodeScalars.prefix(6)))))>"
     }
+
+    /// What the metrics count an unknown verb as once too many distinct ones
+    /// were seen (`ServerMetrics.count(_:clientLabel:overflow:)`).
+    public static let unknownVerbOverflow = "unknown<other>"
 
     /// The line as a trace may show it. An AUTH initial response is a
     /// credential, so AUTH keeps only its mechanism.

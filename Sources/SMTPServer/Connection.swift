@@ -2,6 +2,7 @@ import DurableFiles
 import Instrumentation
 import Logging
 import MailLog
+import Normalization
 import NIOCore
 import SMTPCore
 
@@ -119,8 +120,10 @@ struct Connection {
         while true {
             while !awaitingTLS, let line = framer.next() {
                 guard case .line(let bytes) = line else {
-                    pendingReplies.append(Reply(554, "error reading command: line too long"))
+                    // chasquid writes this one uncounted, as it does the
+                    // timeout and shutdown replies.
                     try await respond(pendingReplies)
+                    try await respond([Reply(554, "error reading command: line too long")], counted: false)
                     return
                 }
                 // An AUTH response is a credential: never parse or log it as a command.
@@ -136,7 +139,8 @@ struct Connection {
                     step = await session.handle(command, policy: policy)
                 }
                 let unaccounted = step
-                step = session.account(step)
+                // An HTTP verb closes at once and uses none of the error budget.
+                if !Command.httpVerbs.contains(command.verb) { step = session.account(step) }
                 logOutcome(command: command, step: unaccounted, accounted: step, session: session)
                 logAuth(step, session: session)
                 switch step {
@@ -176,8 +180,8 @@ struct Connection {
                     }
                     if registry.isShuttingDown {
                         // The transaction is done; now this connection drains too.
-                        pendingReplies.append(Reply.shuttingDown)
                         try await respond(pendingReplies)
+                        try await respond([Reply.shuttingDown], counted: false)
                         return
                     }
                     framer.append(remaining)
@@ -204,7 +208,7 @@ struct Connection {
             case .timedOut:
                 if ContinuousClock.now - lastReply < SMTPDefaults.commandTimeout { continue }
                 trace.error("timed out waiting for a command")
-                try? await respond([Reply(421, "4.4.2 Timed out, bye")])
+                try? await respond([Reply(421, "4.4.2 Timed out, bye")], counted: false)
                 return
             }
         }
@@ -233,8 +237,12 @@ struct Connection {
     private func count(_ command: Command) {
         if Command.httpVerbs.contains(command.verb) {
             metrics.count(MetricCatalog.wrongProtoCount, command.verb)
-        } else if command.verb != "QUIT" {
-            metrics.count(MetricCatalog.commandCount, command.reportedVerb)
+        } else if Command.knownVerbs.contains(command.verb) {
+            if command.verb != "QUIT" { metrics.count(MetricCatalog.commandCount, command.verb) }
+        } else {
+            // The label comes from the client: bounded.
+            metrics.count(
+                MetricCatalog.commandCount, clientLabel: command.reportedVerb, overflow: Command.unknownVerbOverflow)
         }
     }
 
@@ -263,9 +271,8 @@ struct Connection {
         if Command.httpVerbs.contains(command.verb) {
             logger.info("\(prefix) http command, closing connection")
         } else {
-            // Go-quoted in the log: the quotes of `unknown<"X">` get backslashes.
-            let verb = command.reportedVerb.replacingOccurrences(of: "\"", with: "\\\"")
-            logger.info("\(prefix) \(verb) failed: \(reply.code)  \(reply.text)")
+            // Go-quoted, without the outer quotes (`unknown<\"X\">`).
+            logger.info("\(prefix) \(goQuotedInner("\(command.reportedVerb) failed: \(reply.code)  \(reply.text)"))")
             if let rejection = session.rejection {
                 mailLog.rejected(
                     remote: facts.remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)

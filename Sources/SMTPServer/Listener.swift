@@ -139,7 +139,7 @@ public struct BoundListener: Sendable {
                         remoteAddress: remote.map(Self.format) ?? "unknown", remoteIP: remote?.ipAddress ?? "unknown")
                     let trace =
                         listener.traces?.start(family: "SMTP.Conn", title: facts.remoteAddress)
-                        ?? .detached(family: "SMTP.Conn", title: facts.remoteAddress)
+                        ?? .disabled
                     let connection = Connection(
                         settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
                         logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,

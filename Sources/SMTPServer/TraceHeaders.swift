@@ -1,5 +1,6 @@
 import Foundation
 import MailLog
+import Normalization
 import SMTPCore
 
 /// The `Received:` header we add to every message (COMPAT.md §12.3), in the

@@ -186,6 +186,16 @@ private struct Metrics {
         #expect(exited.isSet)
     }
 
+    /// A query string is the client's: nothing in it may trap.
+    @Test func malformedQueriesAreHarmless() async {
+        let site = site()
+        for target in ["/?=", "/?&", "/?=x", "/?%zz", "/debug/traces?=&=", "/debug/traces?fam=&b=", "/debug/traces?trace="] {
+            let status = await site.respond(method: "GET", target: target).status
+            #expect(status == 200 || status == 404, "\(target)")
+        }
+        #expect(MonitoringSite.split("/x?a=1&&b&c=%41").1 == ["a": "1", "b": "", "c": "A"])
+    }
+
     @Test func flagsConfigAndMetricsHaveTheirFormats() async {
         let site = site()
         #expect(await site.respond(method: "GET", target: "/debug/flags").body == "-v=1\n\n-logtime=false\n")
@@ -209,7 +219,8 @@ private struct Metrics {
         let text = MonitoringSite.queueText([item], now: Date())
         #expect(text.hasPrefix("# Queue status\n\ndate: "))
         #expect(text.contains("\nlength: 1\n\n## Item ABC123\n"))
-        #expect(text.contains("from: \"ana@example.com\""))
+        #expect(text.contains("from: ana@example.com\nto: [x@example.org]\n"))
+        #expect(text.contains("PENDING x@example.org (EMAIL)\n  original address: \n  last failure: \"<connection refused>\"\n"))
         #expect(!text.contains("SECRET"))
         let page = await site(queue: [item]).respond(method: "GET", target: "/queue").body
         #expect(page.contains("&lt;connection refused&gt;"))
@@ -233,5 +244,27 @@ private struct Metrics {
         let errors = await site.respond(method: "GET", target: "/debug/traces?fam=SMTP.Conn&b=errors").body
         #expect(errors.contains("1.2.3.4:5"))
         #expect(await site.respond(method: "GET", target: "/debug/traces?trace=999").status == 404)
+    }
+}
+
+@Suite struct LabelBoundTests {
+    /// A client sending endless distinct unknown verbs must not grow the
+    /// metrics without bound, nor crowd out the labels we choose.
+    @Test func clientLabelsPastTheLimitAreCountedTogether() {
+        let backends = MetricsBackends()
+        let limit = ServerMetrics.maxClientLabelValues
+        for index in 0..<(limit + 50) {
+            backends.metrics.count(MetricCatalog.commandCount, clientLabel: "unknown<\"X\(index)\">", overflow: "unknown<other>")
+        }
+        backends.metrics.count(MetricCatalog.commandCount, clientLabel: "unknown<\"X0\">", overflow: "unknown<other>")
+        backends.metrics.count(MetricCatalog.commandCount, "STARTTLS")
+        guard case .map(let map)? = backends.expvar.snapshot["chasquid/smtpIn/commandCount"] else {
+            Issue.record("no commandCount map")
+            return
+        }
+        #expect(map.count == limit + 2)
+        #expect(map["unknown<other>"] == 50)
+        #expect(map["unknown<\"X0\">"] == 2)
+        #expect(map["STARTTLS"] == 1)
     }
 }

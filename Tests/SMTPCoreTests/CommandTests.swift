@@ -161,3 +161,22 @@ import Testing
         #expect(Command(line: Array("MAIL FROM:<a@b>".utf8)).traceText == "MAIL FROM:<a@b>")
     }
 }
+
+@Suite struct KnownVerbTests {
+    /// `Command.knownVerbs` names what `Session.handle` implements: a verb in
+    /// one and not the other would be counted as unknown, or miscounted.
+    @Test func everyKnownVerbIsHandledAndNoOtherIs() async {
+        for verb in Command.knownVerbs.sorted() + ["XYZZY", "EHLOX"] {
+            var session = Session(mode: .smtp, hostname: "mx.example.com", maxDataSize: 1000, onTLS: false, remoteIP: nil)
+            let reply = await session.handle(Command(verb: verb, argument: ""), policy: FakePolicy()).reply
+            let unknown = reply.code == 500 && reply.text == "5.5.1 Unknown command"
+            #expect(unknown == !Command.knownVerbs.contains(verb), "\(verb): \(reply.code) \(reply.text)")
+        }
+    }
+
+    @Test func unknownVerbsAreGoQuotedByScalar() {
+        #expect(Command(line: Array("X\u{1b}[31mABCD".utf8)).reportedVerb == "unknown<\"X\\x1b[31M\">")
+        // Combining marks count one by one, as Go's runes do.
+        #expect(Command(line: Array("e\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}".utf8)).reportedVerb.unicodeScalars.count == "unknown<\"\">".unicodeScalars.count + 6)
+    }
+}

@@ -222,7 +222,8 @@ class ChasquidServer:
 
     def __init__(self, base=None, aliases=DEFAULT_ALIASES, post_data_hook=None,
                  max_data_size_mb=None, extra_conf="", flags=(), extra_env=None,
-                 hostname=HOSTNAME, domain=DOMAIN, certs=None, outgoing_smtp_port=1):
+                 hostname=HOSTNAME, domain=DOMAIN, certs=None, outgoing_smtp_port=1,
+                 monitoring=False):
         """hostname: chasquid.conf's hostname. domain: the local domain
         (domains/<domain>/, with the users `user` and `recv`). certs:
         {name: directory with fullchain.pem and privkey.pem}, copied to
@@ -244,6 +245,9 @@ class ChasquidServer:
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.tls_port = free_port()
+        # monitoring: the monitoring HTTP server on 127.0.0.1:<mon_port>;
+        # start() then also waits for it.
+        self.mon_port = free_port() if monitoring else None
         self.flags = list(flags)
         self.extra_env = dict(extra_env or {})
         self.proc = None
@@ -302,6 +306,8 @@ class ChasquidServer:
         lines += [f'mail_delivery_agent_args: "{a}"' for a in mda_args]
         if max_data_size_mb is not None:
             lines.append(f"max_data_size_mb: {max_data_size_mb}")
+        if self.mon_port:
+            lines.append(f'monitoring_address: "127.0.0.1:{self.mon_port}"')
         if extra:
             lines.append(extra)
         return "\n".join(lines) + "\n"
@@ -326,12 +332,14 @@ class ChasquidServer:
             stderr=self._stderr_file, cwd=str(self.base),
             env={**os.environ, **self.extra_env}))
         want = [f"127.0.0.1:{p}" for p in (self.smtp_port, self.submission_port, self.tls_port)]
+        # Bound before the SMTP listeners, so open by the time they are.
+        monitor = [f"127.0.0.1:{self.mon_port}"] if self.mon_port else []
         deadline = time.monotonic() + timeout
         while True:
             text = self.mail_log()[self._log_offset:] if self.mail_log_path.exists() else ""
             err = self.stderr()
             if all(f"listening on {a}" in text or f"listening on {a}" in err for a in want):
-                if all(self._port_open(a) for a in want):
+                if all(self._port_open(a) for a in want + monitor):
                     return self
             if self.proc.poll() is not None:
                 raise RuntimeError(

@@ -20,7 +20,6 @@ it is missing on a developer machine, but fails in CI (CI set).
 
 import base64
 import html
-import http.client
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from pathlib import Path
 import pytest
 
 import mta
-import pbtext
+from monitoring import get, request, wait_idle
 import server as S
 from server import ChasquidServer
 from smtpraw import RawSMTP, no_verify_context
@@ -106,44 +105,14 @@ def openmetrics_parser():
 
 def start_monitored(**kwargs):
     """A started ChasquidServer with the monitoring server on .mon_port."""
-    port = S.free_port()
-    extra = kwargs.pop("extra_conf", "")
-    srv = ChasquidServer(extra_conf=f'monitoring_address: "127.0.0.1:{port}"\n{extra}', **kwargs)
-    srv.mon_port = port
+    srv = ChasquidServer(monitoring=True, **kwargs)
     try:
         srv.start()
-        # start() waits for the SMTP listeners only.
-        srv.wait_for(lambda: f"Monitoring HTTP server listening on 127.0.0.1:{port}" in srv.stderr()
-                     and srv._port_open(f"127.0.0.1:{port}"), 30, "the monitoring listener")
+        assert f"Monitoring HTTP server listening on 127.0.0.1:{srv.mon_port}" in srv.stderr()
     except BaseException:
         srv.cleanup()
         raise
     return srv
-
-
-def request(srv, path, method="GET", body=None):
-    """(status, headers {lowercase: value}, body text) from the monitoring server."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.mon_port, timeout=30)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8")
-    finally:
-        conn.close()
-
-
-def get(srv, path):
-    """The body of a 200 GET."""
-    status, _, text = request(srv, path)
-    assert status == 200, f"GET {path}: {status}\n{text[:2000]}"
-    return text
-
-
-def wait_idle(srv):
-    """No SMTP connection open (the gauge is 0): counters have settled."""
-    srv.wait_for(lambda: "\nchasquid_smtp_in_open_connections 0" in get(srv, "/metrics"),
-                 30, "no open SMTP connection")
 
 
 def listening_tcp_ports(pid):
@@ -657,9 +626,7 @@ def all_monitoring_pages(srv):
 def test_redaction_of_credentials_and_bodies():
     """AUTH secrets (PLAIN with and without an initial response, LOGIN in two
     steps, a wrong password) and message bodies appear on no page."""
-    port = S.free_port()
-    srv = ChasquidServer(extra_conf=f'monitoring_address: "127.0.0.1:{port}"')
-    srv.mon_port = port
+    srv = ChasquidServer(monitoring=True)
     try:
         # A user of our own with a password no page could show by chance.
         password = f"Pw-{uid()}-{uid()}"
@@ -668,7 +635,6 @@ def test_redaction_of_credentials_and_bodies():
         p = srv.util("user-add", user, f"--password={password}")
         assert p.returncode == 0, p.stderr
         srv.start()
-        srv.wait_for(lambda: srv._port_open(f"127.0.0.1:{port}"), 30, "monitoring listener")
 
         marker = f"SECRETBODY-{uid()}"
         header_marker = f"SECRETSUBJECT-{uid()}"
@@ -752,35 +718,36 @@ def test_redaction_of_credentials_and_bodies():
 
 
 def test_debug_queue_text(queued):
-    """/debug/queue: the header, then the item's envelope in protobuf text
-    format, the same as the envelope on disk, without the body."""
+    """/debug/queue: chasquid's DumpString text. The header, then per item
+    `created at`, `from`, `to`, and per recipient `<STATUS> <addr> (<TYPE>)`
+    with its original address and Go-quoted last failure, the same as the
+    envelope on disk; never the body."""
     srv = queued.srv
     status, headers, text = request(srv, "/debug/queue")
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     lines = text.splitlines()
-    assert lines[0] == "# Queue status"
-    assert any(re.fullmatch(r"date: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d.*", l) for l in lines), text
-    assert "length: 1" in lines
+    assert lines[:2] == ["# Queue status", ""]
+    assert re.fullmatch(r"date: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [+-]\d{4} \S+", lines[2]), text
+    assert lines[3:5] == ["length: 1", ""]
     assert queued.marker not in text
-    assert not any(l.startswith("data:") for l in lines), text
 
     items = re.findall(r"^## Item (\S+)$", text, re.M)
     assert items == [queued.qid], text
-    block = text.split(f"## Item {queued.qid}\n", 1)[1]
-    msg = pbtext.parse(block)
-    assert pbtext.get(msg, "ID") == queued.qid.encode()
-    assert pbtext.get(msg, "from") == srv.user.encode()
-    assert sorted(pbtext.get_all(msg, "To")) == sorted([queued.remote.encode(), srv.user.encode()])
-    rcpts = {pbtext.get(r, "address"): r for r in pbtext.get_all(msg, "rcpt")}
-    remote = rcpts[queued.remote.encode()]
-    assert pbtext.get(remote, "status", "PENDING") == "PENDING"
-    assert pbtext.get(remote, "last_failure_message", b"") != b""
-    assert pbtext.get(rcpts[srv.user.encode()], "status") == "SENT"
-
+    block = text.split(f"## Item {queued.qid}\n", 1)[1].splitlines()
+    assert re.fullmatch(r"created at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [+-]\d{4} \S+", block[0]), block
+    assert block[1] == f"from: {srv.user}"
     on_disk = mta.queue_item(srv, queued.qid)
-    disk_remote = next(r for r in on_disk["rcpt"] if r["address"] == queued.remote)
-    assert pbtext.get(remote, "last_failure_message").decode() == disk_remote["last_failure_message"]
+    assert block[2] == "to: [" + " ".join(on_disk["to"]) + "]"
+    # Three lines per recipient, in the envelope's order.
+    for index, rcpt in enumerate(on_disk["rcpt"]):
+        got = block[3 + 3 * index: 6 + 3 * index]
+        assert got[0] == f"{rcpt['status']} {rcpt['address']} ({rcpt['type']})", got
+        assert got[1] == f"  original address: {rcpt['original_address']}", got
+        # Go's %q; the same as JSON for these ASCII texts.
+        assert got[2] == "  last failure: " + json.dumps(rcpt["last_failure_message"]), got
+    remote = next(r for r in on_disk["rcpt"] if r["address"] == queued.remote)
+    assert remote.get("last_failure_message"), remote
 
 
 def test_queue_page_and_its_traces(queued):
@@ -793,13 +760,13 @@ def test_queue_page_and_its_traces(queued):
     row = re.search(r'<tr[^>]*><td class="mono">someone@example\.org</td><td>(\w+)</td>'
                     r"<td>(\w+)</td><td>([^<]*)</td></tr>", page)
     assert row, page
-    assert row.group(1) == "email"
-    assert row.group(2) == "pending"
+    assert row.group(1) == "EMAIL"
+    assert row.group(2) == "PENDING"
     last_error = html.unescape(row.group(3))
     disk_remote = next(r for r in mta.queue_item(srv, queued.qid)["rcpt"]
                        if r["address"] == queued.remote)
     assert last_error and last_error == disk_remote["last_failure_message"]
-    assert re.search(rf'<td class="mono">{re.escape(srv.user)}</td><td>email</td><td>sent</td>', page)
+    assert re.search(rf'<td class="mono">{re.escape(srv.user)}</td><td>EMAIL</td><td>SENT</td>', page)
 
     # The item's trace, then its delivery attempts.
     m = re.search(r'<th>Trace</th><td><a href="/debug/traces\?trace=(\d+)">', page)
