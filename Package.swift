@@ -157,7 +157,7 @@ let package = Package(
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DurableFiles", "Instrumentation", "MailLog", "Normalization",
+                "SMTPCore", "DNS", "DurableFiles", "Instrumentation", "MailLog", "Normalization",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

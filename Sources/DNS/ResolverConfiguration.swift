@@ -70,18 +70,8 @@ public struct ResolverConfiguration: Sendable, Equatable {
 
     /// One server given as `host:port` or `[v6]:port` (the testing flag's form).
     public static func single(_ hostPort: String) throws(DNSError) -> ResolverConfiguration {
-        var host = Substring(hostPort)
-        var port = "53"
-        if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
-            let rest = host[host.index(after: close)...]
-            host = host[host.index(after: host.startIndex)..<close]
-            if rest.hasPrefix(":") { port = String(rest.dropFirst()) }
-        } else if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon {
-            port = String(host[host.index(after: colon)...])
-            host = host[..<colon]
-        }
-        guard let portNumber = Int(port), (1...65535).contains(portNumber),
-            let address = try? SocketAddress(ipAddress: String(host), port: portNumber)
+        guard let endpoint = HostPort(hostPort), case let port = endpoint.port ?? 53, (1...65535).contains(port),
+            let address = try? SocketAddress(ipAddress: endpoint.host, port: port)
         else { throw .permanentFailure("invalid DNS server address \"\(hostPort)\"") }
         return ResolverConfiguration(servers: [address])
     }

@@ -184,17 +184,9 @@ struct Attempt {
     /// The host's addresses, A before AAAA; an IP literal (or `host:port`
     /// from a `via` list) as it is.
     func resolve() async -> Result<[SocketAddress], Failure> {
-        var name = host
-        var port = settings.port
-        if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]"), host.firstIndex(of: ":") == colon,
-            let explicit = Int(host[host.index(after: colon)...])
-        {
-            name = String(host[..<colon])
-            port = explicit
-        } else if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
-            name = String(host[host.index(after: host.startIndex)..<close])
-            if let explicit = Int(host[host.index(after: close)...].dropFirst()) { port = explicit }
-        }
+        let endpoint = HostPort(host) ?? HostPort(host: host, port: nil)
+        let name = endpoint.host
+        let port = endpoint.port ?? settings.port
         if let literal = IPAddress(name), let address = try? SocketAddress(ipAddress: literal.description, port: port) {
             return .success([address])
         }
@@ -238,9 +230,8 @@ struct Attempt {
     /// The hostname to send as SNI and to check the certificate against:
     /// not an IP literal, without a port.
     var serverName: String? {
-        if host.hasPrefix("[") || IPAddress(host) != nil { return nil }
-        let name = host.split(separator: ":").first.map(String.init) ?? host
-        return IPAddress(name) == nil ? name : nil
+        let name = (HostPort(host) ?? HostPort(host: host, port: nil)).host
+        return name.isEmpty || IPAddress(name) != nil ? nil : name
     }
 
     func session(addresses: [SocketAddress], mode: TLSMode) async -> SessionOutcome {

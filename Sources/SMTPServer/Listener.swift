@@ -1,4 +1,5 @@
 import Instrumentation
+import DNS
 import Logging
 import MailLog
 import NIOCore
@@ -14,12 +15,10 @@ public enum ListenSocket: Sendable, CustomStringConvertible {
 
     /// Parses `host:port` or `:port` (COMPAT.md §3); `[::1]:25` for IPv6.
     public init(parsing text: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { throw ListenerError(description: "invalid listening address \"\(text)\"") }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        self = .address(host: host.isEmpty ? "::" : host, port: port)
+        guard let endpoint = HostPort(text), let port = endpoint.port else {
+            throw ListenerError(description: "invalid listening address \"\(text)\"")
+        }
+        self = .address(host: endpoint.host.isEmpty ? "::" : endpoint.host, port: port)
     }
 
     public var description: String {
