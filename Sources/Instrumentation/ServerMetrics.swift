@@ -17,10 +17,10 @@ public final class ServerMetrics: Sendable {
         self.factory = factory
         // Plain ints exist from the start, at 0, as Go's expvar.NewInt does.
         for definition in MetricCatalog.all where definition.kind == .counter && definition.labelName == nil {
-            _ = Counter(label: definition.expvarName, factory: factory)
+            count(definition, by: 0)
         }
-        Meter(label: MetricCatalog.openConnections.expvarName, factory: factory).set(0)
-        Meter(label: MetricCatalog.queueLength.expvarName, factory: factory).set(0)
+        set(MetricCatalog.openConnections, 0)
+        set(MetricCatalog.queueLength, 0)
     }
 
     /// A server whose metrics go nowhere (tools, tests that do not look).
@@ -28,8 +28,9 @@ public final class ServerMetrics: Sendable {
 
     /// Counts an event; `labelValue` must come from us, not from a client.
     public func count(_ definition: MetricDefinition, _ labelValue: String? = nil, by amount: Int = 1) {
-        let dimensions = definition.labelName.flatMap { name in labelValue.map { [(name, $0)] } } ?? []
-        Counter(label: definition.expvarName, dimensions: dimensions, factory: factory).increment(by: amount)
+        counters.handle(Series(definition, labelValue)) {
+            Counter(label: definition.expvarName, dimensions: Self.dimensions(definition, labelValue), factory: factory)
+        }.increment(by: amount)
     }
 
     /// Counts an event whose label a client chose: after
@@ -45,18 +46,57 @@ public final class ServerMetrics: Sendable {
     }
 
     public func set(_ definition: MetricDefinition, _ value: Double) {
-        Meter(label: definition.expvarName, factory: factory).set(value)
+        meter(definition).set(value)
     }
 
     public func adjust(_ definition: MetricDefinition, by amount: Double) {
-        let meter = Meter(label: definition.expvarName, factory: factory)
+        let meter = meter(definition)
         if amount >= 0 { meter.increment(by: amount) } else { meter.decrement(by: -amount) }
     }
 
     public func record(_ definition: MetricDefinition, _ labelValue: String, duration: Duration) {
-        let dimensions = definition.labelName.map { [($0, labelValue)] } ?? []
         let (seconds, attoseconds) = duration.components
-        Timer(label: definition.expvarName, dimensions: dimensions, factory: factory)
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        timers.handle(Series(definition, labelValue)) {
+            Timer(label: definition.expvarName, dimensions: Self.dimensions(definition, labelValue), factory: factory)
+        }.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    private func meter(_ definition: MetricDefinition) -> Meter {
+        meters.handle(Series(definition, nil)) { Meter(label: definition.expvarName, factory: factory) }
+    }
+
+    private static func dimensions(_ definition: MetricDefinition, _ labelValue: String?) -> [(String, String)] {
+        definition.labelName.flatMap { name in labelValue.map { [(name, $0)] } } ?? []
+    }
+
+    // Each series' handler is made once: making one looks it up in every
+    // backend's registry, too much for every SMTP command.
+    private let counters = Handles<Counter>()
+    private let meters = Handles<Meter>()
+    private let timers = Handles<Timer>()
+}
+
+/// One metric and label value.
+private struct Series: Hashable {
+    var name: String
+    var label: String?
+
+    init(_ definition: MetricDefinition, _ label: String?) {
+        name = definition.expvarName
+        self.label = label
+    }
+}
+
+/// swift-metrics handlers by series, made on first use.
+private final class Handles<Metric: Sendable>: Sendable {
+    private let cache = Mutex<[Series: Metric]>([:])
+
+    func handle(_ series: Series, make: () -> Metric) -> Metric {
+        cache.withLock { cache in
+            if let metric = cache[series] { return metric }
+            let metric = make()
+            cache[series] = metric
+            return metric
+        }
     }
 }

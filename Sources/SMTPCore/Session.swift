@@ -137,6 +137,9 @@ public struct Session: Sendable {
     public private(set) var lastAuthIdentity: String?
     public let maxDataSize: Int
     private var errors = 0
+    /// The last step closes for a cross-protocol request: chasquid closes
+    /// at once, outside the error budget.
+    private var closingForHTTP = false
     private var awaitingAuthResponse = false
 
     public init(mode: ListenerMode, hostname: String, maxDataSize: Int, onTLS: Bool, remoteIP: String? = nil) {
@@ -165,7 +168,7 @@ public struct Session: Sendable {
         switch step {
         case .reply(let r), .close(let r), .startTLS(let r), .readData(let r), .authChallenge(let r): reply = r
         }
-        guard reply.isError else { return step }
+        guard reply.isError, !closingForHTTP else { return step }
         errors += 1
         if errors >= SMTPDefaults.maxErrors {
             return .close(Reply(421, "4.5.0 Too many errors, bye"))
@@ -179,6 +182,7 @@ public struct Session: Sendable {
     /// accounted: pass the result through `account`.
     public mutating func handle(_ command: Command, policy: some SessionPolicy) async -> SessionStep {
         rejection = nil
+        closingForHTTP = false
         switch command.verb {
         case "HELO": return hello(command, extended: false)
         case "EHLO": return hello(command, extended: true)
@@ -195,6 +199,7 @@ public struct Session: Sendable {
         case "STARTTLS": return startTLS()
         case "AUTH": return await auth(command, policy: policy)
         case _ where Command.httpVerbs.contains(command.verb):
+            closingForHTTP = true
             return .close(Reply(502, "5.7.0 You hear someone cursing shoplifters"))
         default:
             return .reply(Reply(500, "5.5.1 Unknown command"))

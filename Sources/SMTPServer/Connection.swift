@@ -139,8 +139,7 @@ struct Connection {
                     step = await session.handle(command, policy: policy)
                 }
                 let unaccounted = step
-                // An HTTP verb closes at once and uses none of the error budget.
-                if !Command.httpVerbs.contains(command.verb) { step = session.account(step) }
+                step = session.account(step)
                 logOutcome(command: command, step: unaccounted, accounted: step, session: session)
                 logAuth(step, session: session)
                 switch step {

@@ -133,6 +133,18 @@ import Testing
         expectStep(await h.send(line), .close, 502, "5.7.0")
     }
 
+    /// chasquid closes on an HTTP verb outside the error budget: even after
+    /// two errors the client gets the 502, not the budget's 421.
+    @Test func crossProtocolGuardIsOutsideTheErrorBudget() async {
+        var h = Harness()
+        for line in ["FOO", "BAR"] {
+            let step = await h.send(line)
+            expectStep(h.session.account(step), .reply, 500, "5.5.1")
+        }
+        let step = await h.send("GET / HTTP/1.1")
+        expectStep(h.session.account(step), .close, 502, "5.7.0")
+    }
+
     @Test(arguments: ["FOO", "BDAT 10 LAST", "TURN", "ETRN x", "X", "SEND FROM:<a@b>"])
     func unknownVerb(line: String) async {
         var h = Harness()

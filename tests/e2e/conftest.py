@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import server as S
 from dnstest import DNSServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +140,11 @@ def dns_server():
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_caches():
+    """The certificates and users file server.py makes once per session
+    are removed at its end."""
+    yield
+    S.cleanup_caches()

@@ -20,12 +20,13 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+import processes
 
 DNSSERVER = Path(__file__).resolve().parents[1] / "dnsserver" / "dnsserver.py"
 
@@ -82,16 +83,10 @@ class DNSServer:
     def stop(self, timeout=10):
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
+        status = processes.stop(self.proc, timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
-        return self.proc.returncode
+        return status
 
     def cleanup(self):
         self.stop()

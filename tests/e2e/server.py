@@ -29,13 +29,13 @@ import atexit
 import errno
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import processes
 from dnstest import DNSServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -367,15 +367,9 @@ class ChasquidServer:
         """SIGTERM, then SIGKILL. Returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
+        status = processes.stop(self.proc, timeout)
         self._reap()
-        return self.proc.returncode
+        return status
 
     def kill9(self):
         if self.proc is not None and self.proc.poll() is None:

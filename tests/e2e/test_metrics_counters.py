@@ -36,12 +36,6 @@ def uid():
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup_caches():
-    yield
-    S.cleanup_caches()
-
-
 # ---------------------------------------------------------------- daemon and scraping
 
 

@@ -102,12 +102,6 @@ def env():
         e.dns.cleanup()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup_caches():
-    yield
-    S.cleanup_caches()
-
-
 def postfix_message(pf, domain, marker, timeout=TIMEOUT):
     try:
         return wait_for(lambda: next((m for m in pf.messages(domain) if marker in m), None),

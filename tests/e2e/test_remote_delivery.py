@@ -102,12 +102,6 @@ def pair(ca, dns):
         b.cleanup()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup_caches():
-    yield
-    S.cleanup_caches()
-
-
 @pytest.fixture
 def peers(pair):
     """peer(domain, **kwargs): a FakeSMTPPeer on a fresh loopback address

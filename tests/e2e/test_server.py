@@ -130,12 +130,6 @@ def hook_srv():
         s.cleanup()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup_caches():
-    yield
-    S.cleanup_caches()
-
-
 # ---------------------------------------------------------------- swaks, plain SMTP
 
 

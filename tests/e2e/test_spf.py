@@ -93,12 +93,6 @@ def srv(ns):
         s.cleanup()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup_caches():
-    yield
-    S.cleanup_caches()
-
-
 # ---------------------------------------------------------------- helpers
 
 
