@@ -37,15 +37,56 @@ public struct StandardConsole: Console {
         let isTerminal = isatty(STDIN_FILENO) == 1 && tcgetattr(STDIN_FILENO, &saved) == 0
         if isTerminal {
             var silent = saved
+            // As Go's x/term (chasquid's): no echo, lines and signals on.
             silent.c_lflag &= ~tcflag_t(ECHO)
-            tcsetattr(STDIN_FILENO, TCSAFLUSH, &silent)
+            silent.c_lflag |= tcflag_t(ICANON | ISIG)
+            silent.c_iflag |= tcflag_t(ICRNL)
+            // TCSANOW, not TCSAFLUSH: a flush throws away what was typed
+            // (or fed through a pty) ahead of the prompt.
+            TerminalRestore.arm(saved)
+            tcsetattr(STDIN_FILENO, TCSANOW, &silent)
         }
         defer {
             if isTerminal {
-                tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
+                tcsetattr(STDIN_FILENO, TCSANOW, &saved)
+                TerminalRestore.disarm()
                 writeAll(STDOUT_FILENO, "\n")
             }
         }
         return readLine(strippingNewline: true)
+    }
+}
+
+/// Puts the terminal back as it was when a signal ends chasquid-util in
+/// the middle of a prompt (Ctrl-C), so the shell is not left without echo.
+enum TerminalRestore {
+    nonisolated(unsafe) static var saved = termios()
+    nonisolated(unsafe) static var previous: [Int32: sigaction] = [:]
+    static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
+
+    static func arm(_ state: termios) {
+        saved = state
+        for signal in signals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { number in
+                // Only async-signal-safe calls: tcsetattr, then the default
+                // action for the signal.
+                tcsetattr(STDIN_FILENO, TCSANOW, &TerminalRestore.saved)
+                Glibc.signal(number, SIG_DFL)
+                raise(number)
+            }
+            sigemptyset(&action.sa_mask)
+            var old = sigaction()
+            sigaction(signal, &action, &old)
+            previous[signal] = old
+        }
+    }
+
+    static func disarm() {
+        for (signal, old) in previous {
+            var action = old
+            sigaction(signal, &action, nil)
+        }
+        previous = [:]
     }
 }

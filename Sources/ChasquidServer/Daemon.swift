@@ -70,7 +70,13 @@ public final class Daemon: Sendable {
     /// How long a shutdown waits for transactions in progress.
     public static let drainTimeout: Duration = .seconds(60)
 
-    public init(options: DaemonOptions) async throws(StartupError) {
+    public init(options given: DaemonOptions) async throws(StartupError) {
+        var options = given
+        // -logfile is resolved before the chdir into the config dir
+        // (COMPAT.md §2), so SIGHUP reopens the file the admin named.
+        if !options.logFile.isEmpty && !options.logFile.hasPrefix("/") {
+            options.logFile = FileManager.default.currentDirectoryPath + "/" + options.logFile
+        }
         self.options = options
         var sinks = DaemonLogHandler.Sinks(
             stderrTimestamps: options.logTime, syslog: !options.syslogTag.isEmpty, verbose: options.verbose)
@@ -79,13 +85,12 @@ public final class Daemon: Sendable {
             openlog(strdup(options.syslogTag), LOG_PID, LOG_DAEMON)
         }
         if !options.logFile.isEmpty {
-            // Resolved before the chdir.
             sinks.file = options.logFile
             sinks.stderr = options.alsoLogToStderr
             do {
                 try DaemonLogHandler.openFile(options.logFile)
             } catch {
-                throw StartupError(description: "Error opening log file \(options.logFile): \(error)")
+                throw StartupError(description: "Error opening log file \(given.logFile): \(error)")
             }
         }
         let logger = Logger(label: "chasquid") { _ in DaemonLogHandler(sinks: sinks) }
@@ -334,8 +339,20 @@ public final class Daemon: Sendable {
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler {
             logger.info("Received SIGHUP, reloading")
-            if !logFile.isEmpty { try? DaemonLogHandler.openFile(logFile) }
-            try? mailLog.reopen()
+            // A failed reopen keeps writing to the old file (chasquid
+            // exits instead), and says so where it can still be read.
+            if !logFile.isEmpty {
+                do {
+                    try DaemonLogHandler.openFile(logFile)
+                } catch {
+                    logger.error("Error reopening log file \(logFile): \(error)")
+                }
+            }
+            do {
+                try mailLog.reopen()
+            } catch {
+                logger.error("Error reopening mail log: \(error)")
+            }
             do {
                 try domains.reload()
             } catch {

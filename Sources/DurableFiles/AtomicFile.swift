@@ -19,9 +19,21 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
     /// True when the file (or a directory on its path) does not exist.
     public var isNotFound: Bool { errno == ENOENT }
 
+    /// Go's *PathError form, `open c/chasquid.conf: no such file or
+    /// directory`, which chasquid's messages carry and admins grep for.
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno)))"
+        "\(operation) \(path): \(goErrnoText(errno))"
     }
+}
+
+/// An errno as Go's syscall package spells it: the C library's text with
+/// its first letter in lower case (unless the word is an acronym).
+public func goErrnoText(_ code: Int32) -> String {
+    let text = String(cString: strerror(code))
+    guard let first = text.first, first.isUppercase else { return text }
+    let second = text.dropFirst().first
+    if let second, second.isUppercase { return text }
+    return first.lowercased() + text.dropFirst()
 }
 
 /// Crash-safe whole-file writes.

@@ -15,6 +15,10 @@ public enum Punycode {
         var output: [UInt32] = []
         var rest = scalars[...]
         if let delimiter = scalars.lastIndex(of: "-") {
+            // A delimiter with no basic code points before it: RFC 3492
+            // would read an empty prefix, but Go's decoder (and so
+            // chasquid) refuses it, so "xn---" is no domain at all.
+            guard delimiter > 0 else { throw Error(description: "punycode with an empty basic prefix \"\(input)\"") }
             output = scalars[..<delimiter].map(\.value)
             rest = scalars[(delimiter + 1)...]
         }

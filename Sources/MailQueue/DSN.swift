@@ -6,15 +6,19 @@ import MailLog
 /// (COMPAT.md §12.4, "DSN").
 enum DSN {
     /// Builds the DSN message (LF line endings) for `item`, whose recipients
-    /// that are not SENT failed or are still pending.
+    /// that are not SENT failed or are still pending. The layout is
+    /// chasquid's template byte for byte (blank lines included), so tools
+    /// that read chasquid's notices read ours.
     static func make(
         for message: Queue_Message, originalData: [UInt8], reportingDomain: String, now: Date = Date()
     ) -> [UInt8] {
-        let boundary = QueueID.generate() + QueueID.generate()
+        let boundary = QueueID.generate()
         let failed = message.rcpt.filter { $0.status == .failed }
         let pending = message.rcpt.filter { $0.status == .pending }
-        let notSent = failed + pending
-        let failedOriginals = Set(notSent.map(\.originalAddress)).sorted()
+        // Go ranges over a map in key (byte) order.
+        let failedOriginals = Set((failed + pending).map(\.originalAddress)).sorted {
+            $0.utf8.lexicographicallyPrecedes($1.utf8)
+        }
         let originalMessageID = messageID(in: originalData) ?? ""
 
         var text = ""
@@ -30,7 +34,7 @@ enum DSN {
         text += "MIME-Version: 1.0\n"
         text += "Content-Type: multipart/report; report-type=delivery-status;\n"
         text += "    boundary=\"\(boundary)\"\n"
-        text += "\n"
+        text += "\n\n"
         text += "--\(boundary)\n"
         text += "Content-Type: text/plain; charset=\"utf-8\"\n"
         text += "Content-Disposition: inline\n"
@@ -38,31 +42,32 @@ enum DSN {
         text += "Content-Transfer-Encoding: 8bit\n"
         text += "\n"
         text += "Delivery of your message to the following recipient(s) failed permanently:\n\n"
-        for r in failed { text += "  - \(r.originalAddress)\n" }
-        if !pending.isEmpty {
-            text += "\nDelivery to the following recipient(s) is still pending, but we gave up:\n\n"
-            for r in pending { text += "  - \(r.originalAddress)\n" }
+        for address in failedOriginals { text += "  - \(address)\n" }
+        text += "\n\nTechnical details:\n"
+        for r in failed {
+            text += "- \"\(r.address)\" (\(typeName(r.type))) failed permanently with error:\n    \(indented(r.lastFailureMessage))\n"
         }
-        text += "\nTechnical details:\n"
-        for r in notSent { text += "- \"\(r.address)\" (\(typeName(r.type))) failed with error:\n    \(r.lastFailureMessage)\n" }
-        text += "\n"
+        for r in pending {
+            text += "- \"\(r.address)\" (\(typeName(r.type))) failed repeatedly and timed out, last error:\n"
+            text += "    \(indented(r.lastFailureMessage))\n"
+        }
+        text += "\n\n"
         text += "--\(boundary)\n"
         text += "Content-Type: message/global-delivery-status\n"
         text += "Content-Description: Delivery Report\n"
         text += "Content-Transfer-Encoding: 8bit\n"
         text += "\n"
         text += "Reporting-MTA: dns; \(reportingDomain)\n"
-        for r in notSent {
-            let diagnostic = r.lastFailureMessage.trimmingCharacters(in: .whitespacesAndNewlines)
-                .replacingOccurrences(of: "\n", with: "\n    ")
-            text += "\n"
+        text += "\n"
+        for r in failed + pending {
             text += "Original-Recipient: utf-8; \(r.originalAddress)\n"
             text += "Final-Recipient: utf-8; \(r.address)\n"
             text += "Action: failed\n"
             text += "Status: \(r.status == .failed ? "5.0.0" : "4.0.0")\n"
-            text += "Diagnostic-Code: smtp; \(diagnostic)\n"
+            text += "Diagnostic-Code: smtp; \(indented(r.lastFailureMessage))\n"
+            text += "\n"
         }
-        text += "\n"
+        text += "\n\n"
         text += "--\(boundary)\n"
         text += "Content-Type: message/rfc822\n"
         text += "Content-Description: Undelivered Message\n"
@@ -70,9 +75,17 @@ enum DSN {
         text += "\n"
         var bytes = Array(text.utf8)
         bytes += originalData.prefix(256 * 1024)
-        if bytes.last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
-        bytes += Array("\n--\(boundary)--\n".utf8)
+        bytes += Array("\n\n--\(boundary)--\n".utf8)
         return bytes
+    }
+
+    /// A multi-line error (a remote server's multi-line reply) with its
+    /// continuation lines indented under the first, as chasquid lays it
+    /// out; a trailing line break would only leave an empty line.
+    static func indented(_ message: String) -> String {
+        var lines = message.split(separator: "\n", omittingEmptySubsequences: false)
+        while let last = lines.last, last.allSatisfy(\.isWhitespace), lines.count > 1 { lines.removeLast() }
+        return lines.joined(separator: "\n    ")
     }
 
     static func typeName(_ t: Queue_Recipient.TypeEnum) -> String {

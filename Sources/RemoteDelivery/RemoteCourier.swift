@@ -59,12 +59,9 @@ public struct RemoteCourier: BatchCourier {
     }
 
     /// The system trust store, or what `SSL_CERT_FILE` / `SSL_CERT_DIR` name,
-    /// as OpenSSL's tools honour them.
+    /// read as Go reads them (TrustStore).
     static func trustRoots() -> NIOSSLTrustRoots {
-        let environment = ProcessInfo.processInfo.environment
-        if let file = environment["SSL_CERT_FILE"], !file.isEmpty { return .file(file) }
-        if let directory = environment["SSL_CERT_DIR"], !directory.isEmpty { return .file(directory) }
-        return .default
+        TrustStore.roots(environment: ProcessInfo.processInfo.environment)
     }
 
     public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {

@@ -297,7 +297,7 @@ public struct Session: Sendable {
             return .reply(Reply(501, "5.1.2 Malformed destination domain (IDNA conversion failed)"))
         }
         guard address.utf8.count <= SMTPDefaults.maxAddressLength else {
-            return .reply(Reply(501, "5.1.3 Destination address is invalid"))
+            return .reply(Reply(501, "5.1.3 Destination address too long"))
         }
         let domain = Address.domain(of: address)
         var recipient = address

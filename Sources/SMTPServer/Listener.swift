@@ -45,6 +45,17 @@ public struct Listener: Sendable {
     public var registry: ConnectionRegistry
     public var metrics: ServerMetrics
     public var traces: TraceRegistry?
+    /// Readies one accepted socket before its session starts. A failure
+    /// here closes that connection only; the listener goes on. Tests
+    /// replace it to inject such failures.
+    public var prepareConnection: @Sendable (any Channel) throws -> Void = Listener.setNoDelay
+
+    /// TCP_NODELAY at the TCP level (IPPROTO_TCP). At the socket level the
+    /// same number is SO_DEBUG, which needs CAP_NET_ADMIN: as the mail user
+    /// that setsockopt fails with EACCES.
+    public static let setNoDelay: @Sendable (any Channel) throws -> Void = { channel in
+        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+    }
 
     public init(
         socket: ListenSocket, settings: ConnectionSettings, certificates: CertificateStore?, policy: any SessionPolicy,
@@ -76,8 +87,15 @@ public struct Listener: Sendable {
     public func bind(group: any EventLoopGroup) async throws -> BoundListener {
         let implicitTLS = settings.mode == .submissionTLS
         let certificates = self.certificates
+        let prepare = self.prepareConnection
+        let logger = self.logger
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Accepted> = { channel in
-            channel.eventLoop.makeCompletedFuture {
+            // Child options are not set on the bootstrap: NIO reports their
+            // failure on the server channel, which ends the accept stream
+            // and with it the listener. A failure here closes this socket
+            // alone (NIO drops a failed initializer's result unclosed).
+            let setup = channel.eventLoop.makeCompletedFuture {
+                try prepare(channel)
                 let handler = SMTPChannelHandler(certificates: certificates)
                 try channel.pipeline.syncOperations.addHandler(
                     IdleStateHandler(readTimeout: .seconds(Int64(SMTPDefaults.commandTimeout.components.seconds))))
@@ -92,11 +110,16 @@ public struct Listener: Sendable {
                 channel.eventLoop.scheduleTask(in: .seconds(seconds)) { channel.close(promise: nil) }
                 return Accepted(channel: try Child(wrappingChannelSynchronously: channel), remote: channel.remoteAddress)
             }
+            setup.whenFailure { error in
+                let peer = channel.remoteAddress.map(BoundListener.format) ?? "unknown"
+                logger.error("\(peer): closing, setting up the connection failed: \(error)")
+                channel.close(promise: nil)
+            }
+            return setup
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         let server: NIOAsyncChannel<Accepted, Never>
         switch socket {
         case .address(let host, let port):

@@ -194,10 +194,132 @@ import Testing
         let mail = ParsedMail(dsn)
         #expect(mail.headerLines.contains("In-Reply-To: "))
         #expect(mail.headerLines.contains("References: "))
-        #expect(dsn.contains("Diagnostic-Code: smtp; 550 no\n"))
+        // The error as recorded; only the trailing line break goes.
+        #expect(dsn.contains("Diagnostic-Code: smtp;   550 no  \n\n"))
         let enclosed = dsn.components(separatedBy: "Subject: big\n\n")
         try #require(enclosed.count == 2)
         let xs = enclosed[1].prefix { $0 == "x" }.count
         #expect(xs == 256 * 1024 - "Subject: big\n\n".utf8.count, "the original is truncated to 256 KiB")
+    }
+
+    /// The whole notice, byte for byte as chasquid 1.18's template lays
+    /// it out (its own test's recipients): the IDs, boundary and date are
+    /// the only free parts.
+    @Test func layoutIsChasquidsByteForByte() throws {
+        func recipient(_ address: String, _ status: Queue_Recipient.Status, _ error: String, _ original: String)
+            -> Queue_Recipient
+        {
+            var r = Queue_Recipient()
+            r.address = address
+            r.type = .email
+            r.status = status
+            r.lastFailureMessage = error
+            r.originalAddress = original
+            return r
+        }
+        let multiline = """
+            550 5.7.1 [11:22:33:44::1] Our system has detected that this
+            5.7.1 message is likely unsolicited mail. To reduce the amount of spam sent
+            5.7.1 to BlahMail, this message has been blocked.
+            """
+        var message = Queue_Message()
+        message.from = "from@from.org"
+        message.to = ["ñaca@africa.org", "negra@sosa.org"]
+        message.rcpt = [
+            recipient("poe@rcpt", .failed, "oh! horror!", "ñaca@africa.org"),
+            recipient("muchos@rcpt", .failed, multiline, "pepe@africa.org"),
+            recipient("newman@rcpt", .pending, "oh! the humanity!", "ñaca@africa.org"),
+            recipient("ant@rcpt", .sent, "", "negra@sosa.org"),
+        ]
+        let data = "Message-ID: <msgid-123@zaraza>\n\nData ñaca.\n"
+        let dsn = String(
+            decoding: DSN.make(for: message, originalData: Array(data.utf8), reportingDomain: "dsnDomain"),
+            as: UTF8.self)
+
+        let boundary = try #require(dsn.firstMatch(of: try Regex("boundary=\"([A-Za-z0-9_-]{11})\"\n"))?.output[1].substring)
+        let id = try #require(dsn.firstMatch(of: try Regex("<chasquid-dsn-([A-Za-z0-9_-]{11})@"))?.output[1].substring)
+        let date = try #require(dsn.firstMatch(of: try Regex("\nDate: ([^\n]+)\n"))?.output[1].substring)
+        let expected = """
+            From: Mail Delivery System <postmaster-dsn@dsnDomain>
+            To: <from@from.org>
+            Subject: Mail delivery failed: returning message to sender
+            Message-ID: <chasquid-dsn-\(id)@dsnDomain>
+            Date: \(date)
+            In-Reply-To: <msgid-123@zaraza>
+            References: <msgid-123@zaraza>
+            X-Failed-Recipients: pepe@africa.org, ñaca@africa.org, 
+            Auto-Submitted: auto-replied
+            MIME-Version: 1.0
+            Content-Type: multipart/report; report-type=delivery-status;
+                boundary="\(boundary)"
+
+
+            --\(boundary)
+            Content-Type: text/plain; charset="utf-8"
+            Content-Disposition: inline
+            Content-Description: Notification
+            Content-Transfer-Encoding: 8bit
+
+            Delivery of your message to the following recipient(s) failed permanently:
+
+              - pepe@africa.org
+              - ñaca@africa.org
+
+
+            Technical details:
+            - "poe@rcpt" (EMAIL) failed permanently with error:
+                oh! horror!
+            - "muchos@rcpt" (EMAIL) failed permanently with error:
+                550 5.7.1 [11:22:33:44::1] Our system has detected that this
+                5.7.1 message is likely unsolicited mail. To reduce the amount of spam sent
+                5.7.1 to BlahMail, this message has been blocked.
+            - "newman@rcpt" (EMAIL) failed repeatedly and timed out, last error:
+                oh! the humanity!
+
+
+            --\(boundary)
+            Content-Type: message/global-delivery-status
+            Content-Description: Delivery Report
+            Content-Transfer-Encoding: 8bit
+
+            Reporting-MTA: dns; dsnDomain
+
+            Original-Recipient: utf-8; ñaca@africa.org
+            Final-Recipient: utf-8; poe@rcpt
+            Action: failed
+            Status: 5.0.0
+            Diagnostic-Code: smtp; oh! horror!
+
+            Original-Recipient: utf-8; pepe@africa.org
+            Final-Recipient: utf-8; muchos@rcpt
+            Action: failed
+            Status: 5.0.0
+            Diagnostic-Code: smtp; 550 5.7.1 [11:22:33:44::1] Our system has detected that this
+                5.7.1 message is likely unsolicited mail. To reduce the amount of spam sent
+                5.7.1 to BlahMail, this message has been blocked.
+
+            Original-Recipient: utf-8; ñaca@africa.org
+            Final-Recipient: utf-8; newman@rcpt
+            Action: failed
+            Status: 4.0.0
+            Diagnostic-Code: smtp; oh! the humanity!
+
+
+
+            --\(boundary)
+            Content-Type: message/rfc822
+            Content-Description: Undelivered Message
+            Content-Transfer-Encoding: 8bit
+
+            Message-ID: <msgid-123@zaraza>
+
+            Data ñaca.
+
+
+            --\(boundary)--
+
+            """
+        #expect(dsn == expected)
+        #expect(id != boundary)
     }
 }

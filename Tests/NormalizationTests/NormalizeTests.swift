@@ -31,6 +31,11 @@ import Testing
     @Test func badPunycodeIsAnError() {
         #expect(throws: Normalize.Error.self) { try Normalize.domain("xn--a-!.example") }
         #expect(throws: Normalize.Error.self) { try Normalize.domain("xn--99999999999.com") }
+        // A lone delimiter: Go's decoder (chasquid's) refuses it; RFC 3492
+        // alone would decode it to "".
+        #expect(throws: Normalize.Error.self) { try Normalize.domain("xn---") }
+        #expect(throws: Normalize.Error.self) { try Normalize.domainToUnicode("a@xn---") }
+        #expect(throws: Normalize.Error.self) { try Normalize.domain("xn---abc.example") }
     }
 
     @Test func addressesSplitAtTheFirstAt() throws {

@@ -23,6 +23,11 @@ __init__): the remote-delivery tests run mx.a.test and mx.b.test side by side.
 
 Environment: CHASQUID, CHASQUID_UTIL, MAILDIR_DELIVER override the
 binaries (relative paths are taken from the repo root).
+
+Deployed as installed (see deployed.py): when the tests run as root, the
+daemon runs as the unprivileged user `chasquid-test`, with the config tree
+root:chasquid-test and group-readable only, and base/ (data, mail, logs)
+owned by that user. As any other user it runs as that user.
 """
 
 import atexit
@@ -35,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import deployed
 import processes
 from dnstest import DNSServer
 
@@ -62,7 +68,9 @@ def binary(env_name, default):
 
 
 def chasquid_bin():
-    return binary("CHASQUID", ".build/debug/chasquid")
+    """The daemon as the daemon user runs it: an installed copy where the
+    tests run as root (see deployed.installed)."""
+    return deployed.installed(binary("CHASQUID", ".build/debug/chasquid"))
 
 
 def chasquid_util_bin():
@@ -70,13 +78,14 @@ def chasquid_util_bin():
 
 
 def maildir_deliver_bin():
-    return binary("MAILDIR_DELIVER", ".build/debug/maildir-deliver")
+    return deployed.installed(binary("MAILDIR_DELIVER", ".build/debug/maildir-deliver"))
 
 
 def wait_for_binaries(timeout=120):
     """The lead may be rebuilding; a binary can be briefly missing."""
     deadline = time.monotonic() + timeout
-    bins = [chasquid_bin(), chasquid_util_bin(), maildir_deliver_bin()]
+    bins = [binary("CHASQUID", ".build/debug/chasquid"), chasquid_util_bin(),
+            binary("MAILDIR_DELIVER", ".build/debug/maildir-deliver")]
     while True:
         missing = [b for b in bins if not (b.is_file() and os.access(b, os.X_OK))]
         if not missing:
@@ -322,6 +331,7 @@ class ChasquidServer:
         self._log_offset = self.mail_log_path.stat().st_size if self.mail_log_path.exists() else 0
         self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         self._stderr_file = open(self.stderr_path, "ab")
+        self.deploy()
         cmd = [str(chasquid_bin()), f"-config_dir={self.config_dir}",
                # By default (1), no queued remote message leaves the machine.
                f"-testing__outgoing_smtp_port={self.outgoing_smtp_port}", *self.flags]
@@ -330,7 +340,7 @@ class ChasquidServer:
         self.proc = retry_busy(lambda: subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
             stderr=self._stderr_file, cwd=str(self.base),
-            env={**os.environ, **self.extra_env}))
+            env=deployed.daemon_env(self.extra_env), **deployed.popen_user()))
         want = [f"127.0.0.1:{p}" for p in (self.smtp_port, self.submission_port, self.tls_port)]
         # Bound before the SMTP listeners, so open by the time they are.
         monitor = [f"127.0.0.1:{self.mon_port}"] if self.mon_port else []
@@ -348,6 +358,12 @@ class ChasquidServer:
                 self.stop()
                 raise RuntimeError(f"chasquid did not start listening in {timeout}s:\n{err}")
             time.sleep(0.05)
+
+    def deploy(self):
+        """Owners and modes as on an installed system, before each start
+        (tests add files between starts): see deployed.py."""
+        deployed.own_config(self.config_dir)
+        deployed.own_state(self.base, skip=self.config_dir)
 
     @staticmethod
     def _port_open(addr):
