@@ -35,7 +35,9 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Crash-safe file writes: temp file, fsync, rename, directory fsync.
-        .target(name: "DurableFiles", swiftSettings: strictSettings),
+        .target(name: "DurableFiles", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        // System errors spelt as Go spells them (errno texts, exit statuses).
+        .target(name: "GoErrors", swiftSettings: strictSettings),
         // User, domain and address normalisation (PRECIS, IDNA/Punycode).
         .target(name: "Normalization", dependencies: ["IDNA"], swiftSettings: strictSettings),
         // IDNA (UTS #46) and Punycode, with tables generated from Unicode data
@@ -45,7 +47,7 @@ let package = Package(
         .target(
             name: "ChasquidConfig",
             dependencies: [
-                "ChasquidProto",
+                "ChasquidProto", "GoErrors",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
@@ -66,12 +68,12 @@ let package = Package(
             name: "Aliases", dependencies: ["Normalization", "ChildProcess", "Instrumentation"],
             swiftSettings: strictSettings),
         // Running hooks and delivery agents: process groups, deadlines, pipes.
-        .target(name: "ChildProcess", dependencies: ["CSystemShims"], swiftSettings: strictSettings),
+        .target(name: "ChildProcess", dependencies: ["CSystemShims", "GoErrors"], swiftSettings: strictSettings),
         .target(name: "CSystemShims"),
         // The set of local domains, with their users and aliases, reloadable as one snapshot.
         .target(
             name: "LocalDomains",
-            dependencies: ["Aliases", "UserDatabase", "Normalization"],
+            dependencies: ["Aliases", "DurableFiles", "UserDatabase", "Normalization"],
             swiftSettings: strictSettings
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
@@ -142,7 +144,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The mail log (COMPAT.md §18).
-        .target(name: "MailLog", swiftSettings: strictSettings),
+        .target(name: "MailLog", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         // The durable queue, its delivery loops, couriers and DSNs.
         .target(
             name: "MailQueue",
@@ -192,6 +194,7 @@ let package = Package(
         .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
 
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
+        .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),

@@ -6,7 +6,7 @@ import Normalization
 /// Runs `hooks/alias-resolve <address>` and parses what it prints as an
 /// aliases right-hand side (COMPAT.md §10.2). A missing file means no hook.
 public struct ResolveHook: Sendable {
-    public struct Failure: Error, CustomStringConvertible, Sendable {
+    public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
         public var description: String
         /// The hook ran but printed something that is not an aliases right-hand side.
         public var isParseError = false
@@ -54,12 +54,11 @@ public struct ResolveHook: Sendable {
             // The hook inherits the daemon's whole environment (COMPAT.md §10.2).
             output = try await ChildProcess.run(path, arguments: [address], timeout: timeout)
         } catch {
-            throw Failure(description: "alias-resolve hook: \(error)")
+            throw Failure(description: error.description)
         }
-        if output.timedOut { throw Failure(description: "alias-resolve hook: killed after \(timeout)") }
-        guard output.exitStatus == 0 else {
-            throw Failure(description: "alias-resolve hook: exit status \(output.exitStatus.map(String.init) ?? "signal \(output.signal ?? 0)")")
-        }
+        // Go's exec errors as they are (`exit status 1`, `signal: killed`
+        // at the deadline): chasquid-util shows `Error resolving: <this>`.
+        guard output.succeeded else { throw Failure(description: output.goErrorText) }
         let text = String(decoding: output.stdout, as: UTF8.self).trimmingWhitespace()
         do {
             return try AliasesFile.parseRightSide(text, domain: Address.domain(of: address))

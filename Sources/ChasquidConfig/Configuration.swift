@@ -1,5 +1,6 @@
 import ChasquidProto
 import Foundation
+import GoErrors
 import SwiftProtobuf
 
 /// A configuration problem, with where it is: file, line and field when known.
@@ -16,7 +17,21 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
         self.message = message
     }
 
+    /// An error reading the file itself, in Go's form (`open
+    /// c/chasquid.conf: no such file or directory`), as chasquid says it.
+    public static func reading(_ path: String, operation: String = "open", errno: Int32) -> ConfigError {
+        ConfigError(path: path, message: "\(operation) \(path): \(goErrnoText(errno))", isSystemError: true)
+    }
+
+    init(path: String, message: String, isSystemError: Bool) {
+        self.init(path: path, message: message)
+        self.isSystemError = isSystemError
+    }
+
+    var isSystemError = false
+
     public var description: String {
+        if isSystemError { return message }
         var location = "\"\(path)\""
         if let line { location += " line \(line)" }
         if let field { return "\(location): field \"\(field)\": \(message)" }
@@ -123,14 +138,7 @@ public enum Configuration {
         overrides: String = "",
         hostname: String? = nil
     ) throws(ConfigError) -> Config {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            let reason = (error as NSError).localizedFailureReason ?? "cannot read the file"
-            let missing = !FileManager.default.fileExists(atPath: path)
-            throw ConfigError(path: path, message: missing ? "no such file or directory" : reason)
-        }
+        let text = try readText(path)
         let (file, lines) = try parse(text, path: path)
         // chasquid silently ignores a negative size (only > 0 "sets" it); we
         // refuse it, since whoever wrote it meant something.
@@ -167,13 +175,33 @@ public enum Configuration {
         } catch {
             throw error as! ConfigError
         }
-        for (field, addresses) in [
-            ("smtp_address", c.smtpAddress), ("submission_address", c.submissionAddress),
-            ("submission_over_tls_address", c.submissionOverTlsAddress),
+        // chasquid's words for it (COMPAT.md §3), located as ours are.
+        for (field, addresses, mode) in [
+            ("smtp_address", c.smtpAddress, "SMTP"), ("submission_address", c.submissionAddress, "submission"),
+            ("submission_over_tls_address", c.submissionOverTlsAddress, "submission+TLS"),
         ] where addresses.contains("") {
-            throw fail(field, "invalid empty listening address")
+            throw fail(field, "Invalid empty listening address for \(mode)")
         }
         if c.mailLogPath.isEmpty { throw fail("mail_log_path", "must not be empty") }
+    }
+
+    /// The whole file as text, or Go's `open <path>: <reason>`.
+    static func readText(_ path: String) throws(ConfigError) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .reading(path, errno: errno) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .reading(path, operation: "read", errno: errno)
+            }
+            if n == 0 { break }
+            bytes += buffer[..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `give_up_send_after` as seconds.

@@ -109,8 +109,9 @@ public final class Daemon: Sendable {
         }
         let workingDirectory = FileManager.default.currentDirectoryPath
 
-        var destination = MailLog.Destination(configValue: config.mailLogPath)
-        if case .file(let path) = destination, !path.hasPrefix("/") { destination = .file(workingDirectory + "/" + path) }
+        // A relative path stays relative to the config dir, as the admin
+        // wrote it: errors name it that way, and the cwd never changes again.
+        let destination = MailLog.Destination(configValue: config.mailLogPath)
         do {
             mailLog = try MailLog(destination)
         } catch {
@@ -154,7 +155,7 @@ public final class Daemon: Sendable {
         }
 
         do {
-            certificates = try CertificateStore(certsDirectory: "certs") { logger.info("\($0)") }
+            certificates = try CertificateStore(certsDirectory: "certs/") { logger.info("\($0)") }
         } catch {
             throw StartupError(description: error.description)
         }
@@ -162,7 +163,7 @@ public final class Daemon: Sendable {
 
         let rules = AliasRules(suffixSeparators: config.suffixSeparators, dropCharacters: config.dropCharacters)
         do {
-            domains = try LocalDomainStore(domainsDirectory: "domains", rules: rules)
+            domains = try LocalDomainStore(domainsDirectory: "domains/", rules: rules)
         } catch {
             throw StartupError(description: "Error loading domains: \(error)")
         }
@@ -179,7 +180,8 @@ public final class Daemon: Sendable {
         let dns = StubResolver(configuration: resolverConfiguration)
         logger.info("DNS servers: \(resolverConfiguration.servers.map { "\($0)" }.joined(separator: ", "))")
 
-        let dataDirectory = config.dataDir.hasPrefix("/") ? config.dataDir : workingDirectory + "/" + config.dataDir
+        // Relative to the config dir, and named as the admin wrote it.
+        let dataDirectory = config.dataDir
         do {
             try makeDirectories(dataDirectory, mode: 0o700)
         } catch {
@@ -229,6 +231,9 @@ public final class Daemon: Sendable {
         queueBox.withLock { $0 = createdQueue }
         do {
             for problem in try await queue.load() { logger.info("Queue: \(problem)") }
+        } catch .storage(let reason) {
+            // Go's error alone: `mkdir ../data/queue: not a directory`.
+            throw StartupError(description: "Error initializing queue: \(reason)")
         } catch {
             throw StartupError(description: "Error initializing queue: \(error)")
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CSystemShims
+import GoErrors
 import Dispatch
 
 /// Runs hooks and delivery agents: a program with arguments, an environment,
@@ -21,6 +22,13 @@ public enum ChildProcess {
         public var stderr: [UInt8]
 
         public var succeeded: Bool { exitStatus == 0 && !timedOut }
+
+        /// Go's os/exec error for this outcome (`exit status 1`, `signal:
+        /// killed`), as chasquid reports a failed hook or pipe. A child
+        /// killed at its deadline was killed with SIGKILL.
+        public var goErrorText: String {
+            goExitText(exitStatus: exitStatus, signal: timedOut && exitStatus == nil ? (signal ?? SIGKILL) : signal)
+        }
     }
 
     public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
@@ -74,7 +82,7 @@ public enum ChildProcess {
         var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
         guard csystem_pipe_cloexec(&stdinPipe) == 0, csystem_pipe_cloexec(&stdoutPipe) == 0,
             csystem_pipe_cloexec(&stderrPipe) == 0
-        else { throw Failure(description: "pipe: \(String(cString: strerror(errno)))") }
+        else { throw Failure(description: "pipe: \(goErrnoText(errno))") }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -123,7 +131,7 @@ public enum ChildProcess {
         for fd in [stdinPipe[0], stdoutPipe[1], stderrPipe[1]] { close(fd) }
         guard spawned == 0 else {
             for fd in [stdinPipe[1], stdoutPipe[0], stderrPipe[0]] { close(fd) }
-            throw Failure(description: "fork/exec \(path): \(String(cString: strerror(spawned)))")
+            throw Failure(description: "fork/exec \(path): \(goErrnoText(spawned))")
         }
 
         var output = Output(exitStatus: nil, signal: nil, timedOut: false, stdout: [], stderr: [])

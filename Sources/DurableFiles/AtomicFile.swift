@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import GoErrors
 
 /// An error from a file operation, naming the file and the system's reason.
 public struct FileError: Error, CustomStringConvertible, Sendable {
@@ -24,16 +25,6 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         "\(operation) \(path): \(goErrnoText(errno))"
     }
-}
-
-/// An errno as Go's syscall package spells it: the C library's text with
-/// its first letter in lower case (unless the word is an acronym).
-public func goErrnoText(_ code: Int32) -> String {
-    let text = String(cString: strerror(code))
-    guard let first = text.first, first.isUppercase else { return text }
-    let second = text.dropFirst().first
-    if let second, second.isUppercase { return text }
-    return first.lowercased() + text.dropFirst()
 }
 
 /// Crash-safe whole-file writes.

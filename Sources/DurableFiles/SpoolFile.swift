@@ -90,4 +90,7 @@ public func makeDirectories(_ path: String, mode: mode_t) throws(FileError) {
         try makeDirectories(String(path[..<slash]), mode: mode)
     }
     guard mkdir(path, mode) == 0 || errno == EEXIST else { throw FileError("mkdir", path: path, errno: errno) }
+    // Something else by that name (a file where the queue should be) is
+    // an error, as in Go's os.MkdirAll, never a directory to read as empty.
+    if !isDirectory(path) { throw FileError("mkdir", path: path, errno: ENOTDIR) }
 }

@@ -1,4 +1,5 @@
 import Aliases
+import DurableFiles
 import Foundation
 import Normalization
 import Synchronization
@@ -65,9 +66,11 @@ public enum LocalDomainsError: Error, CustomStringConvertible, Sendable, Equatab
         case .unreadableDirectory(let path, let reason): "Error reading \"\(path)\" directory: \(reason)"
         case .empty(let path): "No entries found in \"\(path)\""
         case .invalidName(let name, let reason): "Invalid name \"\(name)\": \(reason)"
-        case .users(let e): "Error loading users: \(e)"
-        case .aliases(let e): "Error loading aliases: \(e)"
-        case .unreadableAliases(let path, let reason): "Error loading aliases: \(path): \(reason)"
+        // chasquid's words (an unreadable file: `users file error: open
+        // domains/d/users: permission denied`).
+        case .users(let e): "users file error: \(e)"
+        case .aliases(let e): "aliases file error: \(e)"
+        case .unreadableAliases(_, let reason): "aliases file error: \(reason)"
         }
     }
 }
@@ -78,9 +81,9 @@ public enum DomainLoader {
     public static func load(domainsDirectory: String, rules: AliasRules) throws(LocalDomainsError) -> DomainSnapshot {
         let entries: [String]
         do {
-            entries = try FileManager.default.contentsOfDirectory(atPath: domainsDirectory).sorted()
+            entries = try DirectoryListing.names(atPath: domainsDirectory)
         } catch {
-            throw .unreadableDirectory(path: domainsDirectory, reason: (error as NSError).localizedDescription)
+            throw .unreadableDirectory(path: domainsDirectory, reason: error.description)
         }
         if entries.isEmpty { throw .empty(path: domainsDirectory) }
         var domains: [String: LocalDomain] = [:]
@@ -92,7 +95,7 @@ public enum DomainLoader {
             } catch {
                 throw .invalidName(entry, reason: error.description)
             }
-            let directory = domainsDirectory + "/" + entry
+            let directory = (domainsDirectory.hasSuffix("/") ? String(domainsDirectory.dropLast()) : domainsDirectory) + "/" + entry
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
             else { continue }
@@ -113,9 +116,9 @@ public enum DomainLoader {
         if FileManager.default.fileExists(atPath: aliasesPath) {
             let text: String
             do {
-                text = try String(contentsOfFile: aliasesPath, encoding: .utf8)
+                text = String(decoding: try readFile(aliasesPath), as: UTF8.self)
             } catch {
-                throw .unreadableAliases(path: aliasesPath, reason: (error as NSError).localizedDescription)
+                throw .unreadableAliases(path: aliasesPath, reason: error.description)
             }
             do {
                 aliases = try AliasesFile.parse(text, domain: name, rules: rules, path: aliasesPath)

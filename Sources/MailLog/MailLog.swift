@@ -1,4 +1,5 @@
 import Foundation
+import GoErrors
 import Synchronization
 
 #if canImport(Glibc)
@@ -57,7 +58,7 @@ public final class MailLog: Sendable {
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty { try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o775]) }
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw OpenError(description: "\(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw OpenError(description: "open \(path): \(goErrnoText(errno))") }
         return fd
     }
 

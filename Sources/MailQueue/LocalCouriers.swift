@@ -74,11 +74,10 @@ public struct PipeCourier: Courier {
             let output = try await ChildProcess.run(
                 lookPath(program), arguments: Array(words.dropFirst()), input: data, mergeStderr: true, timeout: timeout)
             if output.succeeded { return .sent }
-            let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            let status = output.timedOut ? "timed out" : output.exitStatus.map { "exit status \($0)" } ?? "signal"
-            return .permanent("pipe delivery failed: \(status) - \(goQuoted(text))")
+            // chasquid records Go's exec error alone (`exit status 1`).
+            return .permanent(output.goErrorText)
         } catch {
-            return .permanent("pipe delivery failed: \(error)")
+            return .permanent("\(error)")
         }
     }
 }

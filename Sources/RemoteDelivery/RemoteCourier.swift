@@ -206,13 +206,14 @@ struct Attempt {
         // §12.5: a dial error is transient), so a resolver's passing
         // NXDOMAIN for a new domain does not bounce mail.
         if addresses.isEmpty, isImplicitMX, notFound == 2 {
-            return .failure(Failure(result: .temporary("\(name): no such domain")))
+            // Go's dial error for it, as chasquid records it.
+            return .failure(Failure(result: .temporary("Could not dial: dial tcp: lookup \(name): no such host")))
         }
         if addresses.isEmpty {
             if let lastError, lastError.isTemporary {
-                return .failure(Failure(result: .temporary("looking up \(name): \(lastError)")))
+                return .failure(Failure(result: .temporary("Could not dial: dial tcp: lookup \(name): \(lastError)")))
             }
-            return .failure(Failure(result: .temporary("no addresses for \(name)")))
+            return .failure(Failure(result: .temporary("Could not dial: dial tcp: lookup \(name): no such host")))
         }
         return .success(addresses)
     }
@@ -248,7 +249,7 @@ struct Attempt {
             }
         }
         guard let connection else {
-            return .done(all(.temporary(dialErrors.last ?? "could not connect to \(host)")))
+            return .done(all(.temporary("Could not dial: \(dialErrors.last ?? host)")))
         }
         defer { connection.close() }
         do {
@@ -256,7 +257,7 @@ struct Attempt {
         } catch let failure as Failure {
             return .done(all(failure.result))
         } catch {
-            return .done(all(.temporary("\(host): \(error)")))
+            return .done(all(.temporary("\(error)")))
         }
     }
 
@@ -267,7 +268,7 @@ struct Attempt {
         let trace = Trace.current
         trace?.log("< \(greeting.summary)")
         guard greeting.code == 220 else {
-            throw Failure(result: .temporary("\(host): greeting: \(greeting.summary)"))
+            throw Failure(result: .temporary("Error creating client: \(greeting.goText)"))
         }
         var capabilities = try await hello(connection)
         var level = SecurityLevel.plain
@@ -276,7 +277,7 @@ struct Attempt {
             trace?.log("> STARTTLS, < \(reply.summary)")
             guard reply.code == 220 else {
                 courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
-                return .startTLSRefused("\(host): STARTTLS refused: \(reply.summary)")
+                return .startTLSRefused("TLS error: \(reply.goText)")
             }
             let context = mode == .verified ? courier.verifyingContext : courier.nonVerifyingContext
             do {
@@ -293,7 +294,7 @@ struct Attempt {
                     courier.metrics.count(MetricCatalog.outgoingTLSCount, "tls:failed")
                     trace?.error("TLS handshake failed: \(error)")
                 }
-                return .tlsFailed("\(host): TLS handshake failed: \(error)")
+                return .tlsFailed("TLS error: \(error)")
             }
             level = mode == .verified ? .tlsSecure : .tlsInsecure
             courier.metrics.count(MetricCatalog.outgoingTLSCount, mode == .verified ? "tls:secure" : "tls:insecure")
@@ -319,7 +320,7 @@ struct Attempt {
         let reply = try await connection.command("EHLO \(settings.hostname)", timeout: settings.replyTimeout)
         if reply.code == 250 { return ServerCapabilities(ehloReply: reply) }
         let helo = try await connection.command("HELO \(settings.hostname)", timeout: settings.replyTimeout)
-        guard helo.code == 250 else { throw Failure(result: .temporary("\(host): HELO: \(helo.summary)")) }
+        guard helo.code == 250 else { throw Failure(result: .temporary("Error saying hello: \(helo.goText)")) }
         return .none
     }
 
@@ -345,20 +346,20 @@ struct Attempt {
                 do {
                     mailFrom = try WireAddress.ascii(mailFrom)
                 } catch {
-                    throw Failure(result: .permanent("599 \(error) (the server does not support SMTPUTF8)"))
+                    throw Failure(result: .permanent(Self.wireFailure(error)))
                 }
                 for index in recipients.indices {
                     do {
                         rcptTo[index] = try WireAddress.ascii(recipients[index])
                     } catch {
                         rcptTo[index] = nil
-                        results[index] = .permanent("599 \(error) (the server does not support SMTPUTF8)")
+                        results[index] = .permanent(Self.wireFailure(error))
                     }
                 }
             }
         }
         if let limit = capabilities.sizeLimit, data.count > limit {
-            throw Failure(result: .permanent("\(host): message of \(data.count) bytes is over the server's SIZE \(limit)"))
+            throw Failure(result: .permanent("MAIL+RCPT 552 \"message of \(data.count) bytes is over the server's SIZE \(limit)\""))
         }
         let sendable = recipients.indices.filter { rcptTo[$0] != nil }
         guard !sendable.isEmpty else { return results.map { $0 ?? .temporary("no result") } }
@@ -372,12 +373,12 @@ struct Attempt {
                 for _ in rcptCommands { rcptReplies.append(try await connection.readReply(timeout: timeout)) }
             } catch {
                 // A server may refuse MAIL and hang up: its refusal is the answer.
-                try check(mailReply, expect: 250, step: "MAIL FROM")
+                try check(mailReply, expect: 250, step: "MAIL+RCPT")
                 throw error
             }
-            try check(mailReply, expect: 250, step: "MAIL FROM")
+            try check(mailReply, expect: 250, step: "MAIL+RCPT")
         } else {
-            try check(try await connection.command(mailCommand, timeout: timeout), expect: 250, step: "MAIL FROM")
+            try check(try await connection.command(mailCommand, timeout: timeout), expect: 250, step: "MAIL+RCPT")
             for command in rcptCommands { rcptReplies.append(try await connection.command(command, timeout: timeout)) }
         }
         let trace = Trace.current
@@ -388,7 +389,7 @@ struct Attempt {
             if reply.code == 250 || reply.code == 251 {
                 accepted.append(index)
             } else {
-                results[index] = failure(reply, step: "RCPT TO")
+                results[index] = failure(reply, step: "MAIL+RCPT")
             }
         }
         guard !accepted.isEmpty else {
@@ -397,27 +398,51 @@ struct Attempt {
         }
         // From here on, a failure concerns only the accepted recipients: the
         // refused ones keep their own results.
+        // chasquid's step names: `DATA` for the command, `DATA writing:`
+        // for the body, `DATA closing` for the final reply.
         let dataOutcome: DeliveryResult
         do {
             let go = try await connection.command("DATA", timeout: timeout)
             if go.code == 354 {
-                try await connection.send(encodeDataBlock(data))
-                let final = try await connection.readReply(timeout: settings.sessionTimeout)
+                do {
+                    try await connection.send(encodeDataBlock(data))
+                } catch {
+                    throw Failure(result: .temporary("DATA writing: \(error)"))
+                }
+                let final: Reply
+                do {
+                    final = try await connection.readReply(timeout: settings.sessionTimeout)
+                } catch {
+                    throw Failure(result: .temporary("DATA closing \(error)"))
+                }
                 trace?.log("> DATA (\(data.count) bytes), < \(final.summary)")
-                dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA")
+                dataOutcome = final.code == 250 ? .sent : failure(final, step: "DATA closing")
             } else {
                 dataOutcome = failure(go, step: "DATA")
             }
+        } catch let failure as Failure {
+            dataOutcome = failure.result
         } catch {
-            dataOutcome = .temporary("\(host): DATA: \(error)")
+            dataOutcome = .temporary("DATA \(error)")
         }
         for index in accepted { results[index] = dataOutcome }
         return results.map { $0 ?? dataOutcome }
     }
 
+    /// chasquid's texts for an address that cannot go to a server without
+    /// SMTPUTF8 (its client's 599 errors, in the MAIL+RCPT step).
+    static func wireFailure(_ error: WireAddress.Failure) -> String {
+        switch error {
+        case .nonASCIILocalPart:
+            "MAIL+RCPT 599 \"local part is not ASCII but server does not support SMTPUTF8\""
+        case .invalidDomain:
+            "MAIL+RCPT 599 \"non-ASCII domain is not IDNA safe\""
+        }
+    }
+
     /// A refusal as a result: 5xx permanent, anything else for now.
     func failure(_ reply: Reply, step: String) -> DeliveryResult {
-        let text = "\(host): \(step): \(reply.code) \(reply.lines.joined(separator: "\n"))"
+        let text = "\(step) \(reply.goText)"
         return reply.code >= 500 && reply.code < 600 ? .permanent(text) : .temporary(text)
     }
 
@@ -431,4 +456,9 @@ struct Attempt {
 
 extension Reply {
     var summary: String { "\(code) \(lines.joined(separator: " "))" }
+
+    /// A refusal as chasquid's errors show it: the code, then the text of
+    /// every line (joined by line breaks) Go-quoted, e.g.
+    /// `550 "5.7.23 SPF check failed: matched all"`.
+    var goText: String { "\(code) \(goQuoted(lines.joined(separator: "\n")))" }
 }

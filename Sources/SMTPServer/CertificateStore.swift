@@ -1,3 +1,4 @@
+import DurableFiles
 import Foundation
 import NIOCore
 import NIOSSL
@@ -44,14 +45,15 @@ public final class CertificateStore: Sendable {
         let fm = FileManager.default
         let names: [String]
         do {
-            names = try fm.contentsOfDirectory(atPath: certsDirectory).sorted()
+            names = try DirectoryListing.names(atPath: certsDirectory)
         } catch {
-            throw LoadError(description: "Error reading \"\(certsDirectory)\" directory: \(error.localizedDescription)")
+            throw LoadError(description: "Error reading \"\(certsDirectory)\" directory: \(error)")
         }
         if names.isEmpty { throw LoadError(description: "No entries found in \"\(certsDirectory)\"") }
         var entries: [Entry] = []
+        let parent = certsDirectory.hasSuffix("/") ? String(certsDirectory.dropLast()) : certsDirectory
         for name in names {
-            let directory = certsDirectory + "/" + name
+            let directory = parent + "/" + name
             var isDirectory: ObjCBool = false
             guard fm.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
             let chainPath = directory + "/fullchain.pem"
@@ -61,6 +63,10 @@ public final class CertificateStore: Sendable {
                 continue
             }
             do {
+                // The library says only that loading failed; a file the
+                // daemon's user cannot read is the usual cause, so name it.
+                try DirectoryListing.checkReadable(chainPath)
+                try DirectoryListing.checkReadable(keyPath)
                 let chain = try NIOSSLCertificate.fromPEMFile(chainPath)
                 let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
                 var configuration = TLSConfiguration.makeServerConfiguration(

@@ -17,7 +17,8 @@ public enum UserDatabaseError: Error, CustomStringConvertible, Sendable, Equatab
     public var description: String {
         switch self {
         case .notFound(let path): "open \(path): no such file or directory"
-        case .unreadable(let path, let reason): "\(path): \(reason)"
+        // The reason is Go's `open <path>: <errno>`, which names the file.
+        case .unreadable(_, let reason): reason
         case .malformed(let path, let reason): "parsing \(path): \(reason)"
         case .invalidUsername(let name): "invalid username \"\(name)\""
         case .writeFailed(let path, let reason): "writing \(path): \(reason)"

@@ -59,7 +59,7 @@ import Testing
             try AtomicFile.write([1], to: "/nonexistent-dir/f", mode: 0o600)
         } throws: { error in
             let e = error as! FileError
-            return e.isNotFound && e.description.contains("/nonexistent-dir/") && e.description.contains("No such file")
+            return e.isNotFound && e.description.contains("/nonexistent-dir/") && e.description.hasSuffix(": no such file or directory")
         }
         #expect(throws: FileError.self) { try readFile("/nonexistent-file") }
     }

@@ -303,6 +303,14 @@ import Testing
         #expect(h.session.envelope == nil)
     }
 
+    @Test func senderLoneDelimiterACEIsRefusedBeforeThePolicy() async {
+        var h = Harness()
+        #expect(
+            await h.send("MAIL FROM:<a@xn--->").reply
+                == Reply(501, "5.1.8 Malformed sender domain (IDNA conversion failed)"))
+        #expect(!h.policy.log.contains(prefix: "sender"), "no SPF lookup for a domain that does not convert")
+    }
+
     @Test func secondMailStartsOver() async {
         var h = Harness()
         await h.ok("EHLO a", "MAIL FROM:<a@remote.example>", "RCPT TO:<juan@example.com>")
@@ -419,7 +427,22 @@ import Testing
         h.policy.users = [local + "@example.com", "a" + local + "@example.com"]
         await h.ok("MAIL FROM:<a@remote.example>")
         expectStep(await h.send("RCPT TO:<\(local)@example.com>"), .reply, 250, "2.1.5")
-        expectStep(await h.send("RCPT TO:<a\(local)@example.com>"), .reply, 501, "5.1.3")
+        let tooLong = await h.send("RCPT TO:<a\(local)@example.com>")
+        expectStep(tooLong, .reply, 501, "5.1.3")
+        #expect(tooLong.reply.text == "5.1.3 Destination address too long")
+        // 321 octets, the case chasquid was compared on.
+        let long321 = String(repeating: "b", count: 321 - "@example.com".count) + "@example.com"
+        #expect(await h.send("RCPT TO:<\(long321)>").reply == Reply(501, "5.1.3 Destination address too long"))
+    }
+
+    /// "xn---" is no domain: Go's Punycode decoder refuses the lone
+    /// delimiter, so chasquid refuses it before any policy is asked.
+    @Test func recipientLoneDelimiterACE() async {
+        var h = await withSender()
+        #expect(
+            await h.send("RCPT TO:<user@xn--->").reply
+                == Reply(501, "5.1.2 Malformed destination domain (IDNA conversion failed)"))
+        #expect(!h.policy.log.contains(prefix: "isLocal"))
     }
 
     @Test func relayWithoutAuthIsRefused() async {
