@@ -4,7 +4,7 @@
 Run at development time, never in CI; the output is committed.
 
   scripts/gen-unicode-tables.py \
-      ../shared/testdata/idna/15.0.0/IdnaMappingTable.txt \
+      Tests/Fixtures/idna/15.0.0/IdnaMappingTable.txt \
       /usr/share/unicode/extracted/DerivedBidiClass.txt \
       /usr/share/unicode/extracted/DerivedJoiningType.txt
 

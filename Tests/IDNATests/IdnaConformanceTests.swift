@@ -3,11 +3,10 @@ import Testing
 
 @testable import IDNA
 
-/// The shared conformance data, beside the repository (../shared/testdata).
+/// The conformance data kept in the repository (Tests/Fixtures).
 func testdataPath(_ relative: String) -> String {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-    return root.appendingPathComponent("shared/testdata/" + relative).path
+    let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    return tests.appendingPathComponent("Fixtures/" + relative).path
 }
 
 /// One line of IdnaTestV2.txt.

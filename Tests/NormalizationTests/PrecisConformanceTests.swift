@@ -3,11 +3,10 @@ import Testing
 
 @testable import Normalization
 
-/// The shared conformance data, beside the repository (../shared/testdata).
+/// The conformance data kept in the repository (Tests/Fixtures).
 func testdataPath(_ relative: String) -> String {
-    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/testdata/" + relative).path
+    let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    return tests.appendingPathComponent("Fixtures/" + relative).path
 }
 
 struct PrecisCase: Decodable, CustomTestStringConvertible, Sendable {

@@ -5,18 +5,17 @@ import Yams
 
 @testable import SPF
 
-/// The SPF conformance data directory: ../shared/testdata/spf beside the
-/// repository, found from this file's path (…/<repo>/Tests/SPFTests/…).
+/// The SPF conformance data directory, Tests/Fixtures/spf, found from this
+/// file's path (…/<repo>/Tests/SPFTests/…).
 func spfTestdataDirectory(file: String = #filePath) -> String {
     var url = URL(fileURLWithPath: file)
     while url.pathComponents.count > 1, url.lastPathComponent != "Tests" {
         url.deleteLastPathComponent()
     }
-    let repository = url.deletingLastPathComponent()
-    return repository.deletingLastPathComponent().appendingPathComponent("shared/testdata/spf").standardized.path
+    return url.appendingPathComponent("Fixtures/spf").standardized.path
 }
 
-/// One test of a conformance file (see shared/testdata/spf/README.md).
+/// One test of a conformance file (see Tests/Fixtures/spf/README.md).
 struct SPFConformanceCase: Sendable, CustomTestStringConvertible {
     var file: String
     var scenario: String
@@ -86,7 +85,7 @@ enum SPFConformanceSuite {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw LoadError(
                     description:
-                        "SPF conformance data missing: \(path) (expected ../shared/testdata/spf beside the repository)"
+                        "SPF conformance data missing: \(path) (expected in Tests/Fixtures/spf)"
                 )
             }
             let text = try String(contentsOfFile: path, encoding: .utf8)

@@ -1,7 +1,7 @@
 import DNS
 
 /// An in-memory zone answering as the conformance suites' runners do
-/// (shared/testdata/spf/README.md): names absent from the zone are
+/// (Tests/Fixtures/spf/README.md): names absent from the zone are
 /// NXDOMAIN, names present without the asked type give no records, CNAMEs
 /// are followed, and a failure marker (TIMEOUT, SERVFAIL, CNAMELOOP) fails
 /// every query whose type has no record listed before the marker.
