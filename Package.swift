@@ -151,6 +151,7 @@ let package = Package(
             dependencies: [
                 "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "Instrumentation", "MailLog",
                 "Normalization",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings

@@ -88,9 +88,11 @@ public final class Daemon: Sendable {
             sinks.file = options.logFile
             sinks.stderr = options.alsoLogToStderr
             do {
-                try DaemonLogHandler.openFile(options.logFile)
+                // Opened by the name given (we have not moved yet), so an
+                // error names it as the admin wrote it.
+                try DaemonLogHandler.openFile(given.logFile)
             } catch {
-                throw StartupError(description: "Error opening log file \(given.logFile): \(error)")
+                throw StartupError(description: "Error opening log file: \(error)")
             }
         }
         let logger = Logger(label: "chasquid") { _ in DaemonLogHandler(sinks: sinks) }
@@ -226,7 +228,8 @@ public final class Daemon: Sendable {
         queue = MailQueue(
             settings: QueueSettings(
                 directory: dataDirectory + "/queue", maxItems: Int(config.maxQueueItems), giveUpAfter: giveUp),
-            environment: environment, couriers: couriers, log: mailLog, metrics: metrics, traces: traces)
+            environment: environment, couriers: couriers, log: mailLog, metrics: metrics, traces: traces,
+            logger: logger)
         let createdQueue = queue
         queueBox.withLock { $0 = createdQueue }
         do {
@@ -350,7 +353,7 @@ public final class Daemon: Sendable {
                 do {
                     try DaemonLogHandler.openFile(logFile)
                 } catch {
-                    logger.error("Error reopening log file \(logFile): \(error)")
+                    logger.error("Error reopening log file: \(error)")
                 }
             }
             do {

@@ -1,3 +1,4 @@
+import DurableFiles
 import Foundation
 import Logging
 import MailLog
@@ -52,7 +53,7 @@ public struct DaemonLogHandler: LogHandler {
     /// Opens (or reopens) the `-logfile`; mode 0644, append.
     public static func openFile(_ path: String) throws {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard fd >= 0 else { throw FileError("open", path: path, errno: errno) }
         fileDescriptor.withLock { old in
             if old >= 0 { close(old) }
             old = fd

@@ -4,6 +4,7 @@ import ChasquidProto
 import DurableFiles
 import Instrumentation
 import Foundation
+import Logging
 import MailLog
 import Normalization
 import SwiftProtobuf
@@ -90,6 +91,9 @@ public actor MailQueue {
     let log: MailLog
     let metrics: ServerMetrics
     let traces: TraceRegistry?
+    /// The daemon log's queue lines, as chasquid writes them
+    /// (`Queue.SendLoop <id>: <recipient> sent`): tools and howtos grep them.
+    let logger: Logger
     private var items: [String: Queue_Message] = [:]
     private var loops: [String: Task<Void, Never>] = [:]
     private var itemTraces: [String: Trace] = [:]
@@ -98,8 +102,10 @@ public actor MailQueue {
 
     public init(
         settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog,
-        metrics: ServerMetrics = .discarding, traces: TraceRegistry? = nil
+        metrics: ServerMetrics = .discarding, traces: TraceRegistry? = nil,
+        logger: Logger = Logger(label: "queue", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
+        self.logger = logger
         self.settings = settings
         self.environment = environment
         self.couriers = couriers
@@ -279,7 +285,14 @@ public actor MailQueue {
     /// - Parameter fresh: a message just accepted gets its first attempt
     ///   whatever the clock says; only items loaded at start-up can be too
     ///   old to try (COMPAT.md §6).
+    /// One `Queue.SendLoop <id>: ...` line at info level, the message
+    /// Go-quoted inside as chasquid's trace log writes it.
+    private func sendLoopLog(_ id: String, _ message: String) {
+        logger.info("Queue.SendLoop \(id): \(goQuotedInner(message))")
+    }
+
     private func startLoop(_ id: String, fresh: Bool = false) {
+        if let message = items[id] { sendLoopLog(id, "from \(message.from)") }
         if let traces, let message = items[id] {
             let trace = traces.start(family: "Queue.Item", title: id)
             trace.log("from \(message.from) to \(message.to.joined(separator: ", "))")
@@ -317,6 +330,7 @@ public actor MailQueue {
             let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
             let nextIn = GoDuration.format(nanoseconds: nanoseconds)
             log.loopCompleted(id: id, from: updated.from, nextIn: nextIn)
+            sendLoopLog(id, "waiting for \(nextIn)")
             itemTraces[id]?.log("next attempt in \(nextIn)")
             nextAttempts[id] = Date().addingTimeInterval(Double(nanoseconds) / 1e9)
             do {
@@ -477,15 +491,18 @@ public actor MailQueue {
             trace?.log("\(address): sent")
             message.rcpt[index].status = .sent
             log.sent(id: id, from: message.from, to: address)
+            sendLoopLog(id, "\(address) sent")
         case .temporary(let error):
             trace?.log("\(address): temporary failure: \(error)")
             message.rcpt[index].lastFailureMessage = error
             log.failed(id: id, from: message.from, to: address, permanent: false, error: error)
+            sendLoopLog(id, "\(address) temporary error: \(error)")
         case .permanent(let error):
             trace?.error("\(address): permanent failure: \(error)")
             message.rcpt[index].status = .failed
             message.rcpt[index].lastFailureMessage = error
             log.failed(id: id, from: message.from, to: address, permanent: true, error: error)
+            sendLoopLog(id, "error: \(address) permanent error: \(error)")
         }
         items[id] = message
     }
@@ -502,9 +519,11 @@ public actor MailQueue {
                 metrics.count(MetricCatalog.dsnQueued)
                 log.write("\(id) from=\(message.from) DSN queued as \(dsnID)")
                 itemTraces[id]?.log("DSN queued as \(dsnID)")
+                sendLoopLog(id, "queued DSN: \(dsnID)")
             } catch {
                 log.write("\(id) from=\(message.from) failed to queue DSN: \(error)")
                 itemTraces[id]?.error("failed to queue DSN: \(error)")
+                sendLoopLog(id, "error: failed to queue DSN: \(error)")
             }
         }
         // No directory fsync: if a crash undoes the removal, the item is
@@ -518,6 +537,7 @@ public actor MailQueue {
         itemTraces[id]?.log("all done")
         itemTraces.removeValue(forKey: id)?.finish()
         log.allDone(id: id, from: message.from)
+        sendLoopLog(id, "all done")
     }
 
     /// The sender's domain if local, else the first local original
