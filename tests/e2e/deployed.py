@@ -130,3 +130,15 @@ def installed(path):
     os.chmod(target, 0o755)
     _installed[key] = target
     return target
+
+
+def hook_python():
+    """An interpreter for test hooks that the daemon user can execute: the
+    system's python3 where the daemons drop to DAEMON_USER (the test runner's
+    own interpreter may live under a home directory it can't read)."""
+    import sys
+    if as_root():
+        for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+            if os.access(candidate, os.X_OK):
+                return candidate
+    return sys.executable

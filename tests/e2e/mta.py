@@ -25,6 +25,7 @@ import email
 import email.policy
 import email.utils
 import itertools
+import os
 import re
 import shutil
 import smtplib
@@ -93,6 +94,9 @@ class TestCA:
 
     def __init__(self, base=None):
         self.base = Path(base or tempfile.mkdtemp(prefix="cqca"))
+        # ca.pem is handed to unprivileged daemons (SSL_CERT_FILE): the
+        # directory is searchable by all; the keys stay 0600.
+        os.chmod(self.base, 0o755)
         (self.base / "issued").mkdir(parents=True, exist_ok=True)
         (self.base / "index.txt").write_text("")
         (self.base / "serial").write_text("1000\n")

@@ -34,6 +34,7 @@ import atexit
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -386,6 +387,12 @@ class ChasquidServer:
         status = processes.stop(self.proc, timeout)
         self._reap()
         return status
+
+    def reload(self):
+        """SIGHUP after the config was edited, with the edited files given
+        the installed owners and modes first (as an admin's files are)."""
+        self.deploy()
+        self.proc.send_signal(signal.SIGHUP)
 
     def kill9(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -57,6 +57,61 @@ def set_conf(srv, **replace):
     (srv.config_dir / "chasquid.conf").write_text("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------- unprivileged
+
+
+def daemon_uid(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError("no Uid line")
+
+
+def test_the_daemon_runs_unprivileged_and_serves_every_connection(srv):
+    """As Debian runs it (User=mail): no uid of the daemon is 0, it cannot
+    write its config, and one listener serves many connections in turn and
+    at once, delivering through the MDA as that user (issue 12 §1: an
+    unprivileged daemon used to close every connection at once)."""
+    srv.start()
+    uids = daemon_uid(srv.proc.pid)
+    assert 0 not in uids, uids
+    if deployed.as_root():
+        assert set(uids) == {deployed.account()[0]}, uids
+        denied = deployed.run_as_daemon_user(
+            ["sh", "-c", f"echo x >> {srv.config_dir}/chasquid.conf"], capture_output=True, timeout=30)
+        assert denied.returncode != 0, "the config is writable by the daemon"
+
+    # In turn, then several open at once, on each of the three listeners.
+    for port, tls in ((srv.smtp_port, False), (srv.submission_port, False),
+                      (srv.tls_port, True), (srv.smtp_port, False)):
+        c = RawSMTP(port, tls=tls, server_hostname=S.HOSTNAME if tls else None)
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.test")[0] == 250
+        if port == srv.smtp_port:
+            c.starttls(server_hostname=S.HOSTNAME)
+            assert c.cmd("EHLO client.test")[0] == 250
+        assert c.cmd("QUIT")[0] == 221
+        c.close()
+    clients = [RawSMTP(srv.smtp_port) for _ in range(8)]
+    try:
+        for c in clients:
+            assert c.reply()[0] == 220
+        for i, c in enumerate(clients):
+            assert c.cmd("EHLO client.test")[0] == 250
+            assert c.cmd("MAIL FROM:<sender@sender.invalid>")[0] == 250
+            assert c.cmd(f"RCPT TO:<{S.USER}>")[0] == 250
+            assert c.cmd("DATA")[0] == 354
+            assert c.cmd(f"Subject: parallel {i}\r\n\r\nbody\r\n.")[0] == 250
+    finally:
+        for c in clients:
+            c.close()
+    srv.wait_for_messages(8)
+    assert srv.proc.poll() is None
+    err = srv.stderr() + srv.mail_log()
+    assert "setting up the connection failed" not in err, err
+    assert "ended:" not in err, err
+
+
 # ---------------------------------------------------------------- start-up errors
 
 

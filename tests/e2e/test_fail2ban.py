@@ -22,6 +22,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import tempfile
 import base64
 from pathlib import Path
 
@@ -116,10 +117,14 @@ def f2b_filter(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def provoked(f2b_filter, tmp_path_factory):
-    logfile = tmp_path_factory.mktemp("f2blog") / "chasquid.log"
-    srv = ChasquidServer(flags=[f"-logfile={logfile}", "-v=1"])
+    # In the daemon's own base (given to the daemon user), as an installed
+    # system's /var/log/chasquid is the mail user's.
+    base = Path(tempfile.mkdtemp(prefix="cqs", dir="/tmp"))
+    logfile = base / "chasquid.log"
+    srv = ChasquidServer(base=base, flags=[f"-logfile={logfile}", "-v=1"])
     r = Provoked()
-    r.logfile = logfile
+    # Kept for the tests after the daemon's base is gone.
+    r.logfile = tmp_path_factory.mktemp("f2blog") / "chasquid.log"
     try:
         srv.start()
 
@@ -198,9 +203,11 @@ def provoked(f2b_filter, tmp_path_factory):
     finally:
         srv.stop()
         r.stderr = srv.stderr()
+        if logfile.exists():
+            shutil.copyfile(logfile, r.logfile)
         srv.cleanup()
 
-    r.text = logfile.read_text(errors="replace")
+    r.text = r.logfile.read_text(errors="replace")
     r.lines = r.text.splitlines()
     bad = [l for l in r.lines if not re.match(rf"{TS} ", l)]
     assert not bad, f"log file lines without the timestamp prefix: {bad}"

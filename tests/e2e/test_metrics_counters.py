@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 import mta
+import deployed
 import server as S
 from monitoring import debug_vars, wait_idle
 from mta import FakeSMTPPeer, make_message
@@ -188,7 +189,7 @@ def test_post_data_hook_skip(daemons):
 def test_post_data_hook_results(daemons):
     """success, badoutput and fail by what the hook prints and how it
     exits; one count per message."""
-    srv = daemons(post_data_hook=POST_DATA_HOOK.format(python=sys.executable))
+    srv = daemons(post_data_hook=POST_DATA_HOOK.format(python=deployed.hook_python()))
     for subject, code, result in [("hook-success", 250, "success"),
                                   ("hook-badoutput", 250, "badoutput"),
                                   ("hook-fail", 451, "fail")]:
@@ -235,8 +236,10 @@ class AliasHook:
     def install(self, mode):
         (self.base / "mode").write_text(mode)
         self.path.parent.mkdir(exist_ok=True)
-        self.path.write_text(ALIAS_HOOK.format(python=sys.executable, base=str(self.base)))
+        self.path.write_text(ALIAS_HOOK.format(python=deployed.hook_python(), base=str(self.base)))
         self.path.chmod(0o755)
+        # The hook runs as the daemon user and appends to calls.log.
+        deployed.own_state(self.base)
 
     def calls(self):
         return self.calls_path.read_text().splitlines()

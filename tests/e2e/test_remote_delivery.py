@@ -17,10 +17,14 @@ address records bounces at once; `via host:port`).
 """
 
 import email.utils
+import os
 import re
+import shutil
+import tempfile
 import smtplib
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -317,8 +321,8 @@ def test_nonexistent_domain_stays_queued(pair):
     rcpt = f"x@{domain}"
     qid = mta.submit(pair.a, [rcpt], make_message(subject, to=rcpt))
     outcome = mta.wait_for_attempt(pair.a, qid, rcpt, "failed (temporary)")
-    assert "no such domain" in outcome, outcome
-    assert_stays_queued(pair.a, qid, rcpt, "no such domain")
+    assert "no such host" in outcome, outcome
+    assert_stays_queued(pair.a, qid, rcpt, "no such host")
     assert_no_dsn(pair.a, subject.encode())
     seen = [(n, t) for _, n, t in pair.dns.queries()[mark:]]
     assert (domain, "MX") in seen, seen
@@ -466,6 +470,75 @@ def test_permanent_failure_bounces_with_the_remote_reply(pair, peers, case):
         pair.a.wait_for_log(f"{qid} from=user@a.test all done")
     finally:
         backup.stop()
+
+
+# The outcome as chasquid 1.18 words it (internal/courier/smtp.go): the step
+# (MAIL+RCPT, DATA, DATA closing), then the reply as `<code> "<text>"`, no
+# host prefix. Admins and their scripts grep these (issue 12 §2).
+EXACT_TEXTS = {
+    "mail-550": ({"MAIL": "550 5.7.23 SPF check failed: matched all"},
+                 'failed (permanent): MAIL+RCPT 550 "5.7.23 SPF check failed: matched all"'),
+    "rcpt-451": ({"RCPT": "451 4.7.1 greylisted-{m}"},
+                 'failed (temporary): MAIL+RCPT 451 "4.7.1 greylisted-{m}"'),
+    "data-554": ({"DATA": "554 5.3.4 no-data-{m}"},
+                 'failed (permanent): DATA 554 "5.3.4 no-data-{m}"'),
+    "closing-451": ({".": "451 4.3.0 disk-full-{m}"},
+                    'failed (temporary): DATA closing 451 "4.3.0 disk-full-{m}"'),
+}
+
+
+@pytest.mark.parametrize("case", list(EXACT_TEXTS))
+def test_delivery_errors_are_worded_as_chasquids(pair, peers, case):
+    m = uid()
+    replies, want = EXACT_TEXTS[case]
+    replies = {k: v.format(m=m) for k, v in replies.items()}
+    want = want.format(m=m)
+    domain = f"words-{case}-{uid()}.test"
+    peers(domain, replies=replies)
+    rcpt = f"x@{domain}"
+    qid = mta.submit(pair.a, [rcpt], make_message(f"words-{m}", to=rcpt))
+    outcome = mta.wait_for_attempt(pair.a, qid, rcpt, want.split(":")[0])
+    assert outcome == want, outcome
+    if "temporary" in want:
+        r = assert_stays_queued(pair.a, qid, rcpt)
+        assert r["last_failure_message"] == want.split(": ", 1)[1], r
+
+
+@pytest.mark.parametrize("with_ca", [True, False], ids=["ca-in-dir", "empty-dir"])
+def test_ssl_cert_dir_is_read_as_go_reads_it(pair, with_ca):
+    """SSL_CERT_DIR as Go's crypto/x509 reads it: every file in the
+    directory is PEM, no hashed names (issue 12 §5). With the test CA
+    dropped in as ca.pem, a delivery to a server with a certificate from it
+    is TLS_SECURE; with the directory empty (the negative control), the
+    same delivery is TLS_INSECURE."""
+    certdir = Path(tempfile.mkdtemp(prefix="cqcadir", dir="/tmp"))
+    os.chmod(certdir, 0o755)
+    if with_ca:
+        shutil.copyfile(pair.ca.cert_path, certdir / "ca.pem")
+        os.chmod(certdir / "ca.pem", 0o644)
+    domain = f"certdir-{uid()}.test"
+    mx_name = f"mx.{domain}"
+    port = S.free_port()
+    peer = FakeSMTPPeer(mta.next_loopback(), port, name=mx_name,
+                        tls=pair.ca.issue([mx_name])).start()
+    pair.dns.update(domain, {"MX": [[10, mx_name]]})
+    pair.dns.update(mx_name, {"A": [peer.host]})
+    c = ChasquidServer(hostname="mx.c.test", domain="c.test",
+                       certs={"mx.c.test": pair.ca.issue(["mx.c.test"])},
+                       flags=[pair.dns.chasquid_flag], outgoing_smtp_port=port,
+                       extra_env={"SSL_CERT_DIR": str(certdir)})
+    try:
+        c.start()
+        rcpt = f"x@{domain}"
+        subject = f"certdir-{uid()}"
+        qid = mta.submit(c, [rcpt], make_message(subject, sender="user@c.test", to=rcpt))
+        assert mta.wait_for_attempt(c, qid, rcpt, "sent") == "sent"
+        assert peer.wait_for_delivery(subject.encode()).tls
+        wait_for_level(c, domain, "outgoing", "TLS_SECURE" if with_ca else "TLS_INSECURE")
+    finally:
+        c.cleanup()
+        peer.stop()
+        shutil.rmtree(certdir, ignore_errors=True)
 
 
 def test_tempfail_then_the_queue_retry_delivers(pair, peers):

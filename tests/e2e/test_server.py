@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import deployed
 import server as S
 from server import ChasquidServer
 from smtpraw import RawSMTP, no_verify_context
@@ -121,7 +122,7 @@ sys.stdout.write("X-Spam: no\\n")
 def hook_srv():
     s = ChasquidServer(extra_env={"CQ_TEST_MARKER": "1", "HOME": "/root"})
     envfile = s.base / "hook-env.json"
-    s.set_hook(HOOK_TEMPLATE.format(python=sys.executable, envfile=str(envfile)))
+    s.set_hook(HOOK_TEMPLATE.format(python=deployed.hook_python(), envfile=str(envfile)))
     s.hook_env_file = envfile
     try:
         s.start()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import deployed
 import server as S
 from server import ChasquidServer
 
@@ -54,15 +55,17 @@ def test_systemd_socket_activation(srv):
     def child_setup():
         os.dup2(smtp.fileno(), 3)
         os.dup2(submission.fileno(), 4)
-        os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDS"] = "2"
-        os.environ["LISTEN_FDNAMES"] = "smtp:submission"
 
+    srv.deploy()
+    env = deployed.daemon_env({"LISTEN_FDS": "2", "LISTEN_FDNAMES": "smtp:submission"})
     with open(srv.stderr_path, "ab") as err:
+        # LISTEN_PID is the pid of the shell, which execs the daemon (as
+        # systemd sets it for the process it starts).
         proc = subprocess.Popen(
-            [str(S.chasquid_bin()), f"-config_dir={srv.config_dir}", S.empty_dns_flag()],
+            ["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"',
+             str(S.chasquid_bin()), f"-config_dir={srv.config_dir}", S.empty_dns_flag()],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(3, 4),
-            preexec_fn=child_setup)
+            preexec_fn=child_setup, env=env, **deployed.popen_user())
     try:
         deadline = time.monotonic() + 30
         while f"127.0.0.1:{srv.tls_port}" not in srv.mail_log():
@@ -87,9 +90,10 @@ def test_systemd_socket_activation(srv):
 
 
 def test_systemd_pid_mismatch_is_fatal(srv):
-    env = {**os.environ, "LISTEN_PID": "1", "LISTEN_FDS": "1"}
+    srv.deploy()
+    env = deployed.daemon_env({"LISTEN_PID": "1", "LISTEN_FDS": "1"})
     result = subprocess.run([str(S.chasquid_bin()), f"-config_dir={srv.config_dir}"],
-                            env=env, capture_output=True, timeout=30)
+                            env=env, capture_output=True, timeout=30, **deployed.popen_user())
     assert result.returncode == 1
     assert b"Error getting systemd listeners" in result.stderr
 
@@ -102,7 +106,7 @@ def test_sighup_reloads_aliases_and_certificates(srv):
     S.make_cert(srv.config_dir / "certs" / S.HOSTNAME, S.HOSTNAME)
     aliases = srv.config_dir / "domains" / S.DOMAIN / "aliases"
     aliases.write_text(aliases.read_text() + "\nnewalias: user\n")
-    srv.proc.send_signal(signal.SIGHUP)
+    srv.reload()
     srv.wait_for(lambda: "Received SIGHUP" in srv.stderr(), what="SIGHUP handled")
 
     after = cert_fingerprint(srv.tls_port, S.HOSTNAME)
@@ -117,7 +121,7 @@ def test_a_broken_reload_keeps_serving(srv):
     srv.start()
     aliases = srv.config_dir / "domains" / S.DOMAIN / "aliases"
     aliases.write_text("this line has no colon\n")
-    srv.proc.send_signal(signal.SIGHUP)
+    srv.reload()
     srv.wait_for(lambda: "keeping the previous ones" in srv.stderr(), what="reload error logged")
     assert srv.proc.poll() is None
     assert read_greeting(srv.smtp_port).startswith("220 ")

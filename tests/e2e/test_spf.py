@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+import deployed
 import server as S
 from dnstest import DNSServer
 from server import ChasquidServer
@@ -84,7 +85,7 @@ def srv(ns):
     s = ChasquidServer(flags=[ns.chasquid_flag])
     envdir = s.base / "hook-env"
     envdir.mkdir()
-    s.set_hook(HOOK.format(python=sys.executable, envdir=str(envdir)))
+    s.set_hook(HOOK.format(python=deployed.hook_python(), envdir=str(envdir)))
     s.hook_env_dir = envdir
     try:
         s.start()
