@@ -67,6 +67,15 @@ enum TerminalRestore {
     static func arm(_ state: termios) {
         saved = state
         for signal in signals {
+            // A signal the caller ignores (nohup, a background job) stays
+            // ignored: it does not end the prompt.
+            var current = sigaction()
+            sigaction(signal, nil, &current)
+            if let handler = current.__sigaction_handler.sa_handler,
+                unsafeBitCast(handler, to: Int.self) == Int(bitPattern: 1)  // SIG_IGN
+            {
+                continue
+            }
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { number in
                 // Only async-signal-safe calls: tcsetattr, then the default

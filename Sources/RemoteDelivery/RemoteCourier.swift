@@ -118,7 +118,7 @@ public struct RemoteCourier: BatchCourier {
         }
         return recipients.indices.map { index in
             if let result = results[index] { return result }
-            if hosts.count == 1 { return .temporary(lastErrors[index]) }
+            // chasquid wraps it even when there was one server to try.
             return .temporary("all MXs returned transient failures (last: \(lastErrors[index]))")
         }
     }

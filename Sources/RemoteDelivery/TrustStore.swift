@@ -22,25 +22,43 @@ public enum TrustStore {
     ]
     public static let defaultDirectories = ["/etc/ssl/certs", "/etc/pki/tls/certs"]
 
-    /// The trust roots for an environment: the library's default when
-    /// neither variable is set (the same system store), else Go's search.
+    /// The trust roots for an environment, always by Go's search (with
+    /// neither variable set, over the distributions' default places), so a
+    /// CA file dropped into /etc/ssl/certs counts as it does for chasquid.
     public static func roots(environment: [String: String]) -> NIOSSLTrustRoots {
-        let file = environment["SSL_CERT_FILE"] ?? ""
-        let directories = environment["SSL_CERT_DIR"] ?? ""
-        if file.isEmpty && directories.isEmpty { return .default }
-        return .certificates(
-            certificates(
-                files: file.isEmpty ? defaultFiles : [file],
-                directories: directories.isEmpty ? defaultDirectories : directories.split(separator: ":").map(String.init)))
+        let paths = searchPaths(environment: environment)
+        return .certificates(certificates(files: paths.files, directories: paths.directories))
     }
 
-    /// Every certificate found: the first readable file, then each file in
-    /// each directory.
+    /// Where Go looks: `SSL_CERT_FILE` replaces the file list and
+    /// `SSL_CERT_DIR` (`:`-separated) the directory list.
+    public static func searchPaths(environment: [String: String]) -> (files: [String], directories: [String]) {
+        let file = environment["SSL_CERT_FILE"] ?? ""
+        let directories = environment["SSL_CERT_DIR"] ?? ""
+        return (
+            file.isEmpty ? defaultFiles : [file],
+            directories.isEmpty ? defaultDirectories : directories.split(separator: ":").map(String.init)
+        )
+    }
+
+    /// Larger files are no certificate store (the whole Mozilla bundle is
+    /// about 200 KiB).
+    static let maximumFileSize = 16 << 20
+
+    /// Every certificate found, once: the first readable file, then each
+    /// file in each directory. Only regular files are read (a FIFO or a
+    /// device there would block start-up), up to maximumFileSize.
     public static func certificates(files: [String], directories: [String]) -> [NIOSSLCertificate] {
         var found: [NIOSSLCertificate] = []
+        var seen = Set<NIOSSLCertificate>()
+        func add(_ data: Data) {
+            for certificate in parsePEM(data) where seen.insert(certificate).inserted {
+                found.append(certificate)
+            }
+        }
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else { continue }
-            found += parsePEM(data)
+            guard let data = readRegularFile(file) else { continue }
+            add(data)
             break
         }
         for directory in directories {
@@ -50,10 +68,20 @@ public enum TrustStore {
                 if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path), !target.contains("/") {
                     continue
                 }
-                if let data = FileManager.default.contents(atPath: path) { found += parsePEM(data) }
+                if let data = readRegularFile(path) { add(data) }
             }
         }
         return found
+    }
+
+    /// The contents of a regular file (symlinks followed) of at most
+    /// maximumFileSize bytes; nil for anything else.
+    static func readRegularFile(_ path: String) -> Data? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= maximumFileSize else {
+            return nil
+        }
+        return FileManager.default.contents(atPath: path)
     }
 
     /// The CERTIFICATE blocks of a PEM text, each parsed alone, so one bad

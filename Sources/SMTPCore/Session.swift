@@ -256,18 +256,19 @@ public struct Session: Sendable {
         guard address.utf8.count <= SMTPDefaults.maxAddressLength else {
             return .reply(Reply(501, "5.1.7 Sender address too long"))
         }
-        // IDNA before the policy: a domain that does not convert is no
-        // domain to look up SPF for (chasquid's order).
-        let from: String
-        do {
-            from = try Normalize.domainToUnicode(address)
-        } catch {
-            return .reply(Reply(501, "5.1.8 Malformed sender domain (IDNA conversion failed)"))
-        }
+        // chasquid's order: SPF and the security level first, then IDNA
+        // (an SPF failure outranks a malformed domain).
         let check = await policy.checkSender(address, session: info)
         if let refusal = check.refusal {
             rejection = Rejection(from: address, to: [], reason: check.logReason ?? refusal.text)
             return .reply(refusal)
+        }
+        let from: String
+        do {
+            from = try Normalize.domainToUnicode(address)
+        } catch {
+            rejection = Rejection(from: address, to: [], reason: "malformed address: \(error)")
+            return .reply(Reply(501, "5.1.8 Malformed sender domain (IDNA conversion failed)"))
         }
         envelope = Envelope(from: from, spf: check.spf)
         return .reply(Reply(250, "2.1.5 You feel like you are being watched"))

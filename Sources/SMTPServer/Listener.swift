@@ -52,9 +52,11 @@ public struct Listener: Sendable {
 
     /// TCP_NODELAY at the TCP level (IPPROTO_TCP). At the socket level the
     /// same number is SO_DEBUG, which needs CAP_NET_ADMIN: as the mail user
-    /// that setsockopt fails with EACCES.
+    /// that setsockopt fails with EACCES. It only speeds up replies, so a
+    /// socket that refuses it (a Unix socket from systemd) is served
+    /// anyway, as Go ignores its SetNoDelay error.
     public static let setNoDelay: @Sendable (any Channel) throws -> Void = { channel in
-        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
+        try? channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
     }
 
     public init(

@@ -57,15 +57,18 @@ egUH4ufbp6dNGmgK8T/TOMqfgKsCIDhx440f/6t//ewH3LStUcUhXg0lPapnglPM
         let one = try scratch(), two = try scratch(), bundle = try scratch() + "/bundle.pem"
         try Self.caOne.write(toFile: one + "/a.crt", atomically: true, encoding: .utf8)
         try Self.caTwo.write(toFile: two + "/b", atomically: true, encoding: .utf8)
-        try (Self.caOne + Self.caTwo).write(toFile: bundle, atomically: true, encoding: .utf8)
+        try Self.caOne.write(toFile: bundle, atomically: true, encoding: .utf8)
         guard case .certificates(let roots) = TrustStore.roots(
             environment: ["SSL_CERT_DIR": "\(one):\(two)", "SSL_CERT_FILE": bundle])
         else {
             Issue.record("expected explicit certificates")
             return
         }
-        // Two from the bundle, one from each directory.
-        #expect(roots.count == 4)
+        // caOne from the bundle (found again in `one`, kept once), caTwo
+        // only from the second directory.
+        #expect(roots.count == 2)
+        let second = try NIOSSLCertificate.fromPEMBytes(Array(Self.caTwo.utf8))
+        #expect(roots.contains(second[0]))
     }
 
     /// Only the first readable file of the list is used, as in Go.
@@ -89,10 +92,31 @@ egUH4ufbp6dNGmgK8T/TOMqfgKsCIDhx440f/6t//ewH3LStUcUhXg0lPapnglPM
         #expect(TrustStore.certificates(files: [], directories: [directory]).count == 1)
     }
 
-    @Test func withNeitherVariableTheSystemDefaultIsUsed() {
-        guard case .default = TrustStore.roots(environment: ["PATH": "/bin"]) else {
-            Issue.record("expected the default roots")
-            return
-        }
+    /// With neither variable, Go's own lists, not the TLS library's
+    /// hashed-directory lookup.
+    @Test func withNeitherVariableGosDefaultPlacesAreSearched() {
+        let paths = TrustStore.searchPaths(environment: ["PATH": "/bin"])
+        #expect(paths.files == TrustStore.defaultFiles)
+        #expect(paths.directories == ["/etc/ssl/certs", "/etc/pki/tls/certs"])
+        let given = TrustStore.searchPaths(environment: ["SSL_CERT_FILE": "/x/ca.pem", "SSL_CERT_DIR": "/a:/b"])
+        #expect(given.files == ["/x/ca.pem"])
+        #expect(given.directories == ["/a", "/b"])
+    }
+
+    /// The same certificate in the bundle and as a file of the directory
+    /// (as Debian's /etc/ssl/certs has it) is kept once.
+    @Test func aCertificateFoundTwiceIsKeptOnce() throws {
+        let directory = try scratch()
+        try (Self.caOne + Self.caTwo).write(toFile: directory + "/bundle.crt", atomically: true, encoding: .utf8)
+        try Self.caOne.write(toFile: directory + "/one.pem", atomically: true, encoding: .utf8)
+        #expect(TrustStore.certificates(files: [directory + "/bundle.crt"], directories: [directory]).count == 2)
+    }
+
+    /// Only regular files are read: a FIFO in the directory would block.
+    @Test func aFIFOInTheDirectoryIsSkipped() throws {
+        let directory = try scratch()
+        try Self.caOne.write(toFile: directory + "/ca.pem", atomically: true, encoding: .utf8)
+        #expect(mkfifo(directory + "/pipe", 0o644) == 0)
+        #expect(TrustStore.certificates(files: [directory + "/pipe"], directories: [directory]).count == 1)
     }
 }

@@ -303,12 +303,20 @@ import Testing
         #expect(h.session.envelope == nil)
     }
 
-    @Test func senderLoneDelimiterACEIsRefusedBeforeThePolicy() async {
+    /// chasquid checks SPF and the security level first, then converts the
+    /// domain: `xn---` (Go's decoder refuses a lone delimiter) is 501 after
+    /// the policy passed it, and an SPF failure outranks it.
+    @Test func senderLoneDelimiterACEIsRefusedAfterThePolicy() async {
         var h = Harness()
         #expect(
             await h.send("MAIL FROM:<a@xn--->").reply
                 == Reply(501, "5.1.8 Malformed sender domain (IDNA conversion failed)"))
-        #expect(!h.policy.log.contains(prefix: "sender"), "no SPF lookup for a domain that does not convert")
+        #expect(h.policy.log.contains(prefix: "sender a@xn---"))
+        #expect(h.session.envelope == nil)
+
+        var refused = Harness()
+        refused.policy.senderRefusal = Reply(550, "5.7.23 SPF check failed: nope")
+        #expect(await refused.send("MAIL FROM:<a@xn--->").reply == Reply(550, "5.7.23 SPF check failed: nope"))
     }
 
     @Test func secondMailStartsOver() async {

@@ -473,17 +473,21 @@ def test_permanent_failure_bounces_with_the_remote_reply(pair, peers, case):
 
 
 # The outcome as chasquid 1.18 words it (internal/courier/smtp.go): the step
-# (MAIL+RCPT, DATA, DATA closing), then the reply as `<code> "<text>"`, no
-# host prefix. Admins and their scripts grep these (issue 12 §2).
+# (MAIL+RCPT, DATA, DATA closing), then the reply as Go's textproto.Error
+# prints it since Go 1.25, `<code> "<text>"`, no host prefix; a transient
+# one wrapped as `all MXs returned transient failures (last: …)` even for a
+# single MX. Admins and their scripts grep these (issue 12 §2).
 EXACT_TEXTS = {
     "mail-550": ({"MAIL": "550 5.7.23 SPF check failed: matched all"},
                  'failed (permanent): MAIL+RCPT 550 "5.7.23 SPF check failed: matched all"'),
     "rcpt-451": ({"RCPT": "451 4.7.1 greylisted-{m}"},
-                 'failed (temporary): MAIL+RCPT 451 "4.7.1 greylisted-{m}"'),
+                 'failed (temporary): all MXs returned transient failures '
+                 '(last: MAIL+RCPT 451 "4.7.1 greylisted-{m}")'),
     "data-554": ({"DATA": "554 5.3.4 no-data-{m}"},
                  'failed (permanent): DATA 554 "5.3.4 no-data-{m}"'),
     "closing-451": ({".": "451 4.3.0 disk-full-{m}"},
-                    'failed (temporary): DATA closing 451 "4.3.0 disk-full-{m}"'),
+                    'failed (temporary): all MXs returned transient failures '
+                    '(last: DATA closing 451 "4.3.0 disk-full-{m}")'),
 }
 
 
