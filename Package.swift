@@ -196,6 +196,7 @@ let package = Package(
 
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
         .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),

@@ -10,3 +10,7 @@ int csystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int csystem_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
 }
+
+int csystem_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}

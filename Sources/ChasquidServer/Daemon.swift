@@ -101,7 +101,8 @@ public final class Daemon: Sendable {
         let configPath = options.configDirectory + "/chasquid.conf"
         let config: Config
         do {
-            config = try Configuration.load(path: configPath, overrides: options.configOverrides)
+            config = try Configuration.load(
+                path: configPath, overrides: options.configOverrides, refusingUnimplemented: true)
         } catch {
             throw StartupError(description: "Error loading config: \(error)")
         }

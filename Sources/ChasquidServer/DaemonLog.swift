@@ -61,7 +61,8 @@ public struct DaemonLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let text = "\(event.message)"
+        // One event, one line, whatever a client put in it.
+        let text = MailLog.oneLine("\(event.message)")
         let stamped = MailLog.timestamp() + " " + text + "\n"
         if sinks.syslog {
             text.withCString { message in

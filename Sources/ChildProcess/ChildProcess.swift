@@ -90,6 +90,11 @@ public enum ChildProcess {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, mergeStderr ? stdoutPipe[1] : stderrPipe[1], 2)
+        // Nothing else of ours reaches the child: not the listeners (a hook's
+        // background job would keep port 25 bound across a restart, a pipe
+        // alias could accept() on them), not client sockets, not epoll.
+        // Many of those are opened without CLOEXEC by libraries.
+        csystem_spawn_addclosefrom(&actions, 3)
         if let workingDirectory { csystem_spawn_addchdir(&actions, workingDirectory) }
 
         var attributes = posix_spawnattr_t()

@@ -75,7 +75,38 @@ public final class MailLog: Sendable {
     /// The lines written so far, for `.memory`.
     public var lines: [String] { state.withLock { $0.lines } }
 
+    /// A text made safe to be one log line: control characters (C0, DEL,
+    /// C1) and the Unicode line separators become Go-style escapes, so a
+    /// client's `\n` in an AUTH identity, an address or a reply cannot
+    /// start a forged line, and a NUL cannot cut one short. Everything
+    /// else, quotes and backslashes included, is kept as written.
+    public static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isLineBreaking) else { return text }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard isLineBreaking(scalar) else {
+                out.append(scalar)
+                continue
+            }
+            let escape: String
+            switch scalar {
+            case "\n": escape = "\\n"
+            case "\r": escape = "\\r"
+            case "\t": escape = "\\t"
+            default:
+                escape = scalar.value < 0x80 ? String(format: "\\x%02x", scalar.value) : String(format: "\\u%04x", scalar.value)
+            }
+            out.append(contentsOf: escape.unicodeScalars)
+        }
+        return String(out)
+    }
+
+    static func isLineBreaking(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
     public func write(_ line: String) {
+        let line = Self.oneLine(line)
         switch destination {
         case .syslog:
             line.withCString { withVaList([$0]) { vsyslog(LOG_MAIL | LOG_INFO, "%s", $0) } }

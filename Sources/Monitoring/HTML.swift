@@ -3,20 +3,22 @@ import Foundation
 /// Small helpers for the pages: escaping and a shared frame. Plain HTML, a
 /// little CSS, no JavaScript.
 enum HTML {
+    /// Per Unicode scalar, never per Character: a "Prepend" scalar
+    /// (U+0600, U+0D4E, …) fuses with a following `<` into one grapheme
+    /// that matches no case below, and the `<` would pass raw.
     static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out.append(contentsOf: "&amp;".unicodeScalars)
+            case "<": out.append(contentsOf: "&lt;".unicodeScalars)
+            case ">": out.append(contentsOf: "&gt;".unicodeScalars)
+            case "\"": out.append(contentsOf: "&quot;".unicodeScalars)
+            case "'": out.append(contentsOf: "&#39;".unicodeScalars)
+            default: out.append(scalar)
             }
         }
-        return out
+        return String(out)
     }
 
     /// Escapes a query value for a link.

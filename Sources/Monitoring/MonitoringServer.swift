@@ -51,7 +51,9 @@ public struct MonitoringServer: Sendable {
                 case .body: continue
                 case .end:
                     guard let request = head else { continue }
-                    let response = await site.respond(method: request.method.rawValue, target: request.uri)
+                    let response = await site.respond(
+                        method: request.method.rawValue, target: request.uri,
+                        headers: request.headers.map { ($0.name, $0.value) })
                     try await write(response, for: request, to: outbound)
                     // `/exit` acts once the reply is flushed and the connection
                     // closed, which executeThenClose does when this returns.

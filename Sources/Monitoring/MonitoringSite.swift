@@ -66,7 +66,11 @@ public struct MonitoringSite: Sendable {
 
     public init(sources: MonitoringSources) { self.sources = sources }
 
-    public func respond(method: String, target: String) async -> MonitoringResponse {
+    /// headers: the request's, for the checks against other web origins.
+    public func respond(method: String, target: String, headers: [(String, String)] = []) async -> MonitoringResponse {
+        if let refused = Self.crossOriginRefusal(method: method, headers: headers, hostname: sources.hostname) {
+            return refused
+        }
         let (path, query) = Self.split(target)
         if path == "/exit" {
             guard method == "POST" else {
@@ -248,5 +252,53 @@ public struct MonitoringSite: Sendable {
 
             """
         return HTML.page(title: "Configuration", hostname: sources.hostname, body: body)
+    }
+}
+
+
+// MARK: Other web origins (issue 13 §8)
+
+extension MonitoringSite {
+    /// Any page the admin's browser opens can send requests here. Refused:
+    /// a request whose Host is a name other than ours or a loopback one (DNS
+    /// rebinding: the attacker's name resolving to 127.0.0.1), and a POST
+    /// that the browser says comes from another site (`/exit` by a
+    /// cross-site form or no-cors fetch). Tools that send neither header
+    /// (curl, Prometheus) are served as before.
+    static func crossOriginRefusal(method: String, headers: [(String, String)], hostname: String) -> MonitoringResponse? {
+        func header(_ name: String) -> String? {
+            headers.first { $0.0.lowercased() == name }?.1.trimmingCharacters(in: .whitespaces)
+        }
+        let host = header("host")
+        if let host, !isTrustedHost(host, hostname: hostname) {
+            return .text("forbidden: unexpected Host\n", status: 403)
+        }
+        guard method != "GET" && method != "HEAD" else { return nil }
+        if let site = header("sec-fetch-site")?.lowercased(), site != "same-origin" && site != "none" {
+            return .text("forbidden: cross-site request\n", status: 403)
+        }
+        if let origin = header("origin") {
+            guard let host, origin.lowercased() == "http://" + host.lowercased() else {
+                return .text("forbidden: cross-origin request\n", status: 403)
+            }
+        }
+        return nil
+    }
+
+    /// An IP literal (a rebinding attack cannot make the browser send one
+    /// for its own name), `localhost` and names under it, or our hostname.
+    static func isTrustedHost(_ hostHeader: String, hostname: String) -> Bool {
+        var name = Substring(hostHeader)
+        if name.hasPrefix("[") {
+            guard let close = name.firstIndex(of: "]") else { return false }
+            var address = in6_addr()
+            return inet_pton(AF_INET6, String(name[name.index(after: name.startIndex)..<close]), &address) == 1
+        }
+        if let colon = name.lastIndex(of: ":") { name = name[..<colon] }
+        let lower = name.lowercased()
+        var address = in_addr()
+        if inet_pton(AF_INET, lower, &address) == 1 { return true }
+        let trimmed = lower.hasSuffix(".") ? String(lower.dropLast()) : lower
+        return trimmed == "localhost" || trimmed.hasSuffix(".localhost") || (!hostname.isEmpty && trimmed == hostname.lowercased())
     }
 }

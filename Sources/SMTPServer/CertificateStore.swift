@@ -89,6 +89,27 @@ public final class CertificateStore: Sendable {
         return entries
     }
 
+    /// The SNI name, lowercased and without a final dot, if it is a valid
+    /// hostname (LDH labels of 1-63 octets, at most 253 in all) that one of
+    /// our certificates covers exactly or by wildcard; else nil.
+    public func certifiedName(_ serverName: String?) -> String? {
+        guard var name = serverName?.lowercased(), !name.isEmpty else { return nil }
+        if name.hasSuffix(".") { name.removeLast() }
+        guard name.utf8.count <= 253 else { return nil }
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        for label in labels {
+            guard (1...63).contains(label.utf8.count), label.first != "-", label.last != "-",
+                label.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })
+            else { return nil }
+        }
+        let entries = self.entries
+        if entries.contains(where: { $0.names.contains(name) }) { return name }
+        if let dot = name.firstIndex(of: "."), entries.contains(where: { $0.names.contains("*" + name[dot...]) }) {
+            return name
+        }
+        return nil
+    }
+
     /// The context for an SNI name: an exact match, then a wildcard, then the first.
     public func context(forServerName serverName: String?) -> NIOSSLContext {
         let entries = self.entries

@@ -308,8 +308,7 @@ struct Connection {
             storageError = "\(error)"
         }
         var decoder = DataDecoder(maxSize: settings.maxDataSize)
-        var header: [UInt8] = []
-        var headerDone = false
+        var header = HeaderCollector(limit: Self.headerLimit)
         var sawData = false
         var chunk = initial
         while true {
@@ -317,15 +316,7 @@ struct Connection {
                 switch event {
                 case .data(let bytes):
                     sawData = true
-                    if !headerDone {
-                        header.append(contentsOf: bytes)
-                        if let blank = Self.endOfHeader(header) {
-                            header.removeSubrange(blank...)
-                            headerDone = true
-                        } else if header.count > Self.headerLimit {
-                            headerDone = true
-                        }
-                    }
+                    header.feed(bytes)
                     if let file = spool, storageError == nil {
                         do { try file.append(bytes) } catch { storageError = "\(error)" }
                     }
@@ -341,7 +332,7 @@ struct Connection {
                         spool?.discard()
                         return (.processed(Reply(451, "4.3.0 Failed to queue message: \(storageError ?? "no spool")")), remaining)
                     }
-                    if let refusal = check(header: header, messageIsEmpty: !sawData) {
+                    if let refusal = check(header: header.bytes, messageIsEmpty: !sawData) {
                         file.discard()
                         return (.processed(refusal), remaining)
                     }
@@ -385,17 +376,6 @@ struct Connection {
             }
         } catch {
             return Reply(554, "5.6.0 Error parsing message: \(error)")
-        }
-        return nil
-    }
-
-    /// Index of the blank line that ends the header block, if seen.
-    static func endOfHeader(_ bytes: [UInt8]) -> Int? {
-        if bytes.first == UInt8(ascii: "\n") { return 0 }
-        var index = 1
-        while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "\n") && bytes[index - 1] == UInt8(ascii: "\n") { return index }
-            index += 1
         }
         return nil
     }

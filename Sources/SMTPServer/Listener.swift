@@ -107,9 +107,14 @@ public struct Listener: Sendable {
                         handler.setServerName(name)
                     }
                 }
-                // The whole connection, DATA included, gets 20 minutes.
+                // The whole connection, DATA included, gets 20 minutes. The
+                // timer is cancelled at close: it holds the channel, and with
+                // it the buffers, for as long as it is pending.
                 let seconds = SMTPDefaults.connectionTimeout.components.seconds
-                channel.eventLoop.scheduleTask(in: .seconds(seconds)) { channel.close(promise: nil) }
+                let deadline = channel.eventLoop.scheduleTask(in: .seconds(seconds)) { [weak channel] in
+                    channel?.close(promise: nil)
+                }
+                channel.closeFuture.whenComplete { _ in deadline.cancel() }
                 return Accepted(channel: try Child(wrappingChannelSynchronously: channel), remote: channel.remoteAddress)
             }
             setup.whenFailure { error in

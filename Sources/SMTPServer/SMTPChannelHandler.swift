@@ -93,7 +93,10 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             SNIHandler { result in
                 var name: String?
                 if case .hostname(let hostname) = result { name = hostname }
-                onServerName(name)
+                // Only a name we hold a certificate for becomes ours (the
+                // `by` of Received: and Authentication-Results:): SNI is
+                // the client's text, and NIO lets any ASCII through.
+                onServerName(certificates.certifiedName(name))
                 let tls = NIOSSLServerHandler(context: certificates.context(forServerName: name))
                 do {
                     let sniContext = try pipeline.syncOperations.context(name: sniName)

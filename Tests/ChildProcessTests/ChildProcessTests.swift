@@ -14,6 +14,24 @@ import Testing
         #expect(String(decoding: out.stderr, as: UTF8.self) == "err\n")
     }
 
+    /// A descriptor of ours without CLOEXEC (as a listener or client socket
+    /// may be) does not reach the child: it sees 0, 1, 2 and nothing else
+    /// (issue 13 §3).
+    @Test func onlyTheStandardDescriptorsReachTheChild() async throws {
+        let leaked = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(leaked > 2)
+        #expect(fcntl(leaked, F_SETFD, 0) == 0)  // inheritable
+        defer { close(leaked) }
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "cd /proc/self/fd && echo *"], timeout: .seconds(10))
+        // The shell's own glob reads the directory through one more fd of its own.
+        let fds = String(decoding: out.stdout, as: UTF8.self).split(separator: " ").compactMap {
+            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(!fds.contains(leaked), "\(fds)")
+        #expect(fds.filter { $0 > 2 }.count <= 1, "\(fds)")
+    }
+
     @Test func onlyTheGivenEnvironmentIsPassed() async throws {
         let out = try await ChildProcess.run("/usr/bin/env", environment: ["ONLY": "1"], timeout: .seconds(10))
         #expect(String(decoding: out.stdout, as: UTF8.self) == "ONLY=1\n")

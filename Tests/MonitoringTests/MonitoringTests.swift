@@ -188,6 +188,60 @@ private struct Metrics {
         #expect(exited.isSet)
     }
 
+    /// A Prepend scalar before `<` makes one grapheme of the two; escaping
+    /// is per scalar, so no `<` reaches the page raw (issue 13 §1).
+    @Test(arguments: ["\u{0600}", "\u{0605}", "\u{06DD}", "\u{0D4E}", "\u{110BD}"])
+    func prependScalarsCannotSmuggleMarkup(prepend: String) {
+        let payload = "NOOP \(prepend)<img src=x onerror=alert(1)>\(prepend)\"\(prepend)'\(prepend)&"
+        let escaped = HTML.escape(payload)
+        #expect(!escaped.unicodeScalars.contains("<"))
+        #expect(!escaped.unicodeScalars.contains(">"))
+        #expect(!escaped.unicodeScalars.contains("\""))
+        #expect(!escaped.unicodeScalars.contains("'"))
+        #expect(escaped == "NOOP \(prepend)&lt;img src=x onerror=alert(1)&gt;\(prepend)&quot;\(prepend)&#39;\(prepend)&amp;")
+    }
+
+    @Test func aReflectedFamilyCannotSmuggleMarkup() async {
+        let target = "/debug/traces?fam=" + HTML.query("\u{0600}<script>document.title='pwned'</script>")
+        let page = await site().respond(method: "GET", target: target)
+        let body = page.body
+        #expect(body.contains("\u{0600}&lt;script&gt;"), "the family is shown, escaped")
+        #expect(!body.contains("<script>document.title"))
+        #expect(!body.unicodeScalars.split(separator: "\u{0600}").dropFirst().contains { $0.first == "<" })
+    }
+
+    /// Another site's page cannot stop the daemon, and a rebound name gets
+    /// nothing (issue 13 §8); tools without those headers are served.
+    @Test func crossSiteExitAndRebindingAreRefused() async {
+        let exited = ExitFlag()
+        let site = site(exited: exited)
+        let refusedPosts: [[(String, String)]] = [
+            [("Host", "127.0.0.1:1099"), ("Origin", "https://evil.example")],
+            [("Host", "127.0.0.1:1099"), ("Sec-Fetch-Site", "cross-site")],
+            [("Host", "127.0.0.1:1099"), ("Sec-Fetch-Site", "same-site")],
+            [("Host", "127.0.0.1:1099"), ("Origin", "null")],
+            [("Host", "evil.example:1099")],
+        ]
+        for headers in refusedPosts {
+            let response = await site.respond(method: "POST", target: "/exit", headers: headers)
+            #expect(response.status == 403, "\(headers)")
+            #expect(response.afterSending == nil)
+        }
+        #expect(!exited.isSet)
+        for host in ["rebind.evil.example", "rebind.evil.example:1099", "127.0.0.1.evil.example"] {
+            #expect(await site.respond(method: "GET", target: "/debug/config", headers: [("Host", host)]).status == 403, "\(host)")
+        }
+        for host in ["127.0.0.1:1099", "[::1]:1099", "localhost:1099", "LOCALHOST", "mx.example.com:1099", "192.0.2.7"] {
+            #expect(await site.respond(method: "GET", target: "/", headers: [("Host", host)]).status == 200, "\(host)")
+        }
+        // Same origin (the page's own form) and curl (no headers) may stop it.
+        let sameOrigin = await site.respond(
+            method: "POST", target: "/exit",
+            headers: [("Host", "127.0.0.1:1099"), ("Origin", "http://127.0.0.1:1099"), ("Sec-Fetch-Site", "same-origin")])
+        #expect(sameOrigin.status == 200)
+        #expect(await site.respond(method: "POST", target: "/exit", headers: [("Host", "127.0.0.1:1099")]).status == 200)
+    }
+
     /// A query string is the client's: nothing in it may trap.
     @Test func malformedQueriesAreHarmless() async {
         let site = site()

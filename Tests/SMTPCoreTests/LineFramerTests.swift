@@ -136,4 +136,28 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(framer.next() == line("RCPT TO:<ñandú@pingüino.example>"))
         #expect(framer.next() == .line([0xFF]))
     }
+
+    /// Many pipelined commands in one read are framed in linear time: the
+    /// lines are taken by moving a read index, so the pending count falls
+    /// line by line and the remainder is exact (issue 13 §2).
+    @Test func manyPipelinedLinesInOneAppend() {
+        var framer = LineFramer()
+        let count = 20_000
+        var input: [UInt8] = []
+        for i in 0..<count { input += Array("NOOP \(i)\r\n".utf8) }
+        input += Array("RSET".utf8)
+        framer.append(input)
+        var pending = framer.pendingByteCount
+        for i in 0..<count {
+            #expect(framer.next() == .line(Array("NOOP \(i)".utf8)))
+            #expect(framer.pendingByteCount < pending)
+            pending = framer.pendingByteCount
+        }
+        #expect(framer.next() == nil)
+        #expect(framer.pendingByteCount == 4)
+        framer.append(Array("\r\nQUIT\r\n".utf8))
+        #expect(framer.next() == .line(Array("RSET".utf8)))
+        #expect(framer.takeRemaining() == Array("QUIT\r\n".utf8))
+        #expect(framer.pendingByteCount == 0)
+    }
 }

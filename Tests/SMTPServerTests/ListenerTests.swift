@@ -88,4 +88,48 @@ private final class CollectingLogHandler: LogHandler, Sendable {
         #expect(logged.contains { $0.contains("setting up the connection failed") && $0.contains("injected") })
         await bound.stopAccepting()
     }
+
+    /// Weak references to the accepted channels.
+    final class Accepted: Sendable {
+        struct Weak: @unchecked Sendable { weak var channel: (any Channel)? }
+        let channels = Mutex<[Weak]>([])
+        var alive: Int { channels.withLock { $0.filter { $0.channel != nil }.count } }
+    }
+
+    /// A closed connection is freed at once: the 20-minute connection
+    /// deadline held every channel (and its buffers) until it fired, so
+    /// memory grew with the number of past sessions (issue 13 §10).
+    @Test func closedConnectionsAreFreedNotHeldByTheirDeadline() async throws {
+        let accepted = Accepted()
+        var listener = Listener(
+            socket: .address(host: "127.0.0.1", port: 0),
+            settings: ConnectionSettings(mode: .smtp, hostname: "mx.example.com", maxDataSize: 1 << 20),
+            certificates: nil, policy: NoDomainsPolicy(), sink: RefusingSink(),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), mailLog: try MailLog(.memory))
+        listener.prepareConnection = { channel in
+            accepted.channels.withLock { $0.append(Accepted.Weak(channel: channel)) }
+            try Listener.setNoDelay(channel)
+        }
+        let bound = try await listener.bind(group: MultiThreadedEventLoopGroup.singleton)
+        let serving = Task { try await bound.serve() }
+        defer { serving.cancel() }
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: bound.port)
+
+        let sessions = 20
+        for _ in 0..<sessions {
+            let (connection, greeting) = try await ClientConnection.connect(
+                to: address, connectTimeout: .seconds(10), greetingTimeout: .seconds(10), sessionTimeout: .seconds(30))
+            #expect(greeting.code == 220)
+            _ = try await connection.command("QUIT", timeout: .seconds(10))
+            connection.close()
+        }
+        #expect(accepted.channels.withLock { $0.count } == sessions)
+        // The server side closes after QUIT; give its event loop a moment.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while accepted.alive > 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(accepted.alive == 0, "\(accepted.alive) of \(sessions) closed channels still held")
+        await bound.stopAccepting()
+    }
 }

@@ -9,5 +9,7 @@ int csystem_pipe_cloexec(int fds[2]);
 
 /// posix_spawn_file_actions_addchdir_np: the child's working directory.
 int csystem_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+/* Closes every descriptor >= from in the child (glibc >= 2.34). */
+int csystem_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 
 #endif

@@ -1,0 +1,34 @@
+/// Keeps a message's header block (up to `limit` bytes) from the DATA bytes
+/// as they arrive, for the header checks. Each byte is looked at once,
+/// however small the pieces: a rescan of the whole block on every read
+/// made a header sent 64 bytes at a time cost O(n²) up to the limit.
+struct HeaderCollector {
+    let limit: Int
+    /// The header so far: up to the LF of the blank line that ends it
+    /// (excluded), or everything kept when the limit was reached first.
+    private(set) var bytes: [UInt8] = []
+    private(set) var isComplete = false
+    /// Bytes examined in the search for the end; for the complexity test.
+    private(set) var bytesExamined = 0
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Data bytes with LF line ends (the DATA decoder's output).
+    mutating func feed(_ piece: [UInt8]) {
+        guard !isComplete else { return }
+        var previous = bytes.last
+        for (offset, byte) in piece.enumerated() {
+            bytesExamined += 1
+            if byte == UInt8(ascii: "\n") && (previous == UInt8(ascii: "\n") || (previous == nil && bytes.isEmpty && offset == 0)) {
+                bytes.append(contentsOf: piece[..<offset])
+                isComplete = true
+                return
+            }
+            previous = byte
+        }
+        bytes.append(contentsOf: piece)
+        if bytes.count > limit { isComplete = true }
+    }
+}

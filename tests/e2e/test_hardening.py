@@ -1,0 +1,231 @@
+"""Attacks on a real daemon (issue 13), each of which worked on an earlier
+main: the test performs it and checks that it no longer does anything.
+
+The daemons run as deployed (unprivileged, see deployed.py).
+"""
+
+import html
+import re
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+import deployed
+import server as S
+from monitoring import get
+from server import ChasquidServer
+from smtpraw import RawSMTP
+from test_monitoring import run_chromium, start_monitored, tool
+
+
+@pytest.fixture
+def srv():
+    server = ChasquidServer()
+    yield server
+    server.cleanup()
+
+
+# ---------------------------------------------------------------- §1 script injection
+
+
+# U+0600 is a "Prepend" scalar: it fuses with the next `<` into one grapheme,
+# which per-Character escaping let through raw.
+# The script would set the title to "PWN", a text the payload itself lacks.
+PAYLOAD = "\u0600<img src=x onerror=\"document.title=String.fromCharCode(80,87,78)\">"
+
+
+def trace_id_with(srv, text):
+    listing = get(srv, "/debug/traces?fam=SMTP.Conn&b=0")
+    for m in re.finditer(r'<a href="/debug/traces\?trace=(\d+)">', listing):
+        if text in html.unescape(get(srv, f"/debug/traces?trace={m.group(1)}")):
+            return m.group(1)
+    return None
+
+
+def test_prepend_scalar_markup_runs_no_script_in_the_monitoring_pages(tmp_path):
+    """Unauthenticated, on port 25: a NOOP whose argument is markup behind a
+    Prepend scalar; and the same markup reflected through ?fam=. Headless
+    Chromium renders both pages: no script ran (the title is untouched) and
+    no <img> element was made."""
+    chromium = tool("chromium", "/usr/bin/chromium")
+    srv = start_monitored()
+    try:
+        c = RawSMTP(srv.smtp_port)
+        assert c.reply()[0] == 220
+        c.cmd("EHLO client.test")
+        c.cmd("NOOP " + PAYLOAD)
+        c.cmd("QUIT")
+        c.close()
+        tid = srv.wait_for(lambda: trace_id_with(srv, "onerror"), what="the session's trace")
+        home = tmp_path / "home"
+        home.mkdir()
+        base = f"http://127.0.0.1:{srv.mon_port}"
+        for path in (f"/debug/traces?trace={tid}",
+                     "/debug/traces?fam=" + urllib.parse.quote(PAYLOAD, safe="")):
+            p = run_chromium(chromium, ["--dump-dom", base + path], home)
+            assert p.returncode == 0, p.stderr.decode()[-3000:]
+            dom = p.stdout.decode("utf-8", "replace")
+            assert "onerror" in dom, f"{path}: the payload is not on the page at all:\n{dom[:3000]}"
+            assert "PWN" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1), dom[:3000]
+            assert "<img" not in dom, f"{path}: an <img> element was made:\n{dom[:3000]}"
+    finally:
+        srv.cleanup()
+
+
+# ---------------------------------------------------------------- §3 inherited descriptors
+
+
+def test_hooks_inherit_no_listener_or_client_socket(srv):
+    """A post-data hook lists its open descriptors: 0, 1, 2, and the one ls
+    reads the directory through; no listener, client socket or epoll fd."""
+    out = srv.base / "hook-fds.txt"
+    srv.set_hook(f"#!/bin/sh\nls -l /proc/self/fd > {out}\ncat > /dev/null\n")
+    srv.start()
+    c = RawSMTP(srv.smtp_port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    assert c.cmd("MAIL FROM:<sender@sender.invalid>")[0] == 250
+    assert c.cmd(f"RCPT TO:<{S.USER}>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    assert c.cmd("Subject: fds\r\n\r\nbody\r\n.")[0] == 250
+    c.close()
+    listing = out.read_text()
+    fds = {int(m.group(1)): m.group(2) for m in re.finditer(r" (\d+) -> (.*)$", listing, re.M)}
+    extra = {fd: target for fd, target in fds.items() if fd > 2 and "/proc/" not in target}
+    assert not extra, f"the hook inherited: {extra}\n{listing}"
+    assert not [t for t in fds.values() if t.startswith(("socket:", "anon_inode:"))], listing
+
+
+# ---------------------------------------------------------------- §9 options parsed but not acted on
+
+
+@pytest.mark.parametrize("field", ["haproxy_incoming", "dovecot_auth"])
+def test_an_option_not_built_yet_refuses_to_start(srv, field):
+    """Behind HAProxy every client would get a 500; Dovecot users could not
+    log in. Until they are built, the daemon says so and does not start."""
+    conf = srv.config_dir / "chasquid.conf"
+    conf.write_text(conf.read_text() + f"{field}: true\n")
+    line = len(conf.read_text().splitlines())
+    srv.deploy()
+    p = subprocess.run(
+        [str(S.chasquid_bin()), f"-config_dir={srv.config_dir}", S.empty_dns_flag()],
+        cwd=str(srv.base), capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+        env=deployed.daemon_env(), **deployed.popen_user())
+    out = p.stdout.decode() + p.stderr.decode()
+    assert p.returncode == 1, out
+    assert (f'Error loading config: "{conf}" line {line}: field "{field}": '
+            f"{field} is not supported by this version yet") in out, out
+
+
+# ---------------------------------------------------------------- §4 forged log lines
+
+
+def test_a_newline_in_an_auth_identity_forges_no_log_line(srv):
+    """AUTH PLAIN whose identity carries a newline and a whole fake
+    'auth succeeded' line: the mail log and the daemon log keep it on the
+    failed attempt's own line, escaped."""
+    import base64
+    forged = "2026-01-01 00:00:00.000000 203.0.113.9:4242 auth succeeded for boss@example.com"
+    srv.flags = ["-v=1"]
+    srv.start()
+    c = RawSMTP(srv.submission_port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    c.starttls(server_hostname=S.HOSTNAME)
+    assert c.cmd("EHLO client.test")[0] == 250
+    token = base64.b64encode(f"\0user@example.com\n{forged}\0wrong".encode()).decode()
+    assert c.cmd(f"AUTH PLAIN {token}")[0] in (501, 535)
+    c.cmd("QUIT")
+    c.close()
+    line = srv.wait_for(lambda: next((l for l in srv.mail_log().splitlines() if "auth failed" in l), None),
+                        what="the failed AUTH in the mail log")
+    assert line.endswith(f"auth failed for user@example.com\\n{forged}"), line
+    for name, text in (("mail log", srv.mail_log()), ("daemon log", srv.stderr())):
+        starts = [l for l in text.splitlines() if l.startswith(forged) or l.lstrip().startswith("2026-01-01")]
+        assert not starts, f"{name} has a forged line: {starts}"
+    assert "auth succeeded for boss@example.com" not in "\n".join(
+        l for l in srv.mail_log().splitlines() if "auth failed" not in l)
+
+
+# ---------------------------------------------------------------- §7 SNI into headers
+
+
+def starttls_and_send(srv, server_name, subject):
+    import ssl
+    c = RawSMTP(srv.smtp_port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    code, _ = c.cmd("STARTTLS")
+    assert code == 220
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c.sock = ctx.wrap_socket(c.sock, server_hostname=server_name)
+    assert c.cmd("EHLO client.test")[0] == 250
+    assert c.cmd("MAIL FROM:<sender@sender.invalid>")[0] == 250
+    assert c.cmd(f"RCPT TO:<{S.USER}>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    assert c.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.")[0] == 250
+    c.cmd("QUIT")
+    c.close()
+    data = srv.wait_for(lambda: next((m for m in srv.messages() if subject.encode() in m), None),
+                        what=f"message {subject}")
+    return data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
+
+
+def test_an_sni_name_forges_no_header(srv):
+    """SNI is the client's text: with a line break and a header in it, the
+    message gets no such header and is received `by` our hostname; a name
+    we hold a certificate for (other.example.org) is used as before."""
+    srv.start()
+    head = starttls_and_send(srv, f"{S.HOSTNAME}\r\nX-Forged: yes", "sni-forged")
+    assert "X-Forged" not in head, head
+    assert f"by {S.HOSTNAME} (chasquid)" in head, head
+    head = starttls_and_send(srv, "unknown.example.net", "sni-unknown")
+    assert "unknown.example.net" not in head, head
+    head = starttls_and_send(srv, S.OTHER_NAME, "sni-other")
+    assert f"by {S.OTHER_NAME} (chasquid)" in head, head
+
+
+# ---------------------------------------------------------------- §8 cross-site /exit, DNS rebinding
+
+
+def raw_http(srv, method, path, headers):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", srv.mon_port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def test_a_cross_site_exit_or_a_rebound_name_is_refused():
+    """What a browser sends for another site's `fetch(…/exit, {method:
+    "POST", mode: "no-cors"})`, and for a page on a name rebound to
+    127.0.0.1: both 403, and the daemon keeps running. The admin's own
+    POST (no Origin, as curl) still stops it."""
+    srv = start_monitored()
+    try:
+        here = f"127.0.0.1:{srv.mon_port}"
+        for headers in ([("Host", here), ("Origin", "https://evil.example"), ("Sec-Fetch-Site", "cross-site")],
+                        [("Host", here), ("Origin", "null")],
+                        [("Host", f"rebind.evil.example:{srv.mon_port}")]):
+            status, _ = raw_http(srv, "POST", "/exit", headers)
+            assert status == 403, headers
+        status, body = raw_http(srv, "GET", "/debug/config", [("Host", f"rebind.evil.example:{srv.mon_port}")])
+        assert status == 403 and "hostname" not in body, body
+        time.sleep(0.5)
+        assert srv.proc.poll() is None, "a refused /exit stopped the daemon"
+        assert raw_http(srv, "GET", "/debug/config", [("Host", here)])[0] == 200
+        status, _ = raw_http(srv, "POST", "/exit", [("Host", here)])
+        assert status == 200
+        srv.proc.wait(timeout=30)
+    finally:
+        srv.cleanup()
