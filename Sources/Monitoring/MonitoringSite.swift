@@ -270,15 +270,23 @@ extension MonitoringSite {
             headers.first { $0.0.lowercased() == name }?.1.trimmingCharacters(in: .whitespaces)
         }
         let host = header("host")
-        if let host, !isTrustedHost(host, hostname: hostname) {
+        // Only browsers are fooled by rebinding, and they say they are one
+        // (Sec-Fetch-*, Origin): tools such as curl and Prometheus may use
+        // any name for the server.
+        let fromBrowser = headers.contains { name, _ in
+            let lower = name.lowercased()
+            return lower.hasPrefix("sec-fetch-") || lower == "origin"
+        }
+        if fromBrowser, !isTrustedHost(host ?? "", hostname: hostname) {
             return .text("forbidden: unexpected Host\n", status: 403)
         }
         guard method != "GET" && method != "HEAD" else { return nil }
         if let site = header("sec-fetch-site")?.lowercased(), site != "same-origin" && site != "none" {
             return .text("forbidden: cross-site request\n", status: 403)
         }
-        if let origin = header("origin") {
-            guard let host, origin.lowercased() == "http://" + host.lowercased() else {
+        if let origin = header("origin")?.lowercased() {
+            // https: behind a TLS-terminating proxy.
+            guard let host = host?.lowercased(), origin == "http://" + host || origin == "https://" + host else {
                 return .text("forbidden: cross-origin request\n", status: 403)
             }
         }
@@ -288,13 +296,20 @@ extension MonitoringSite {
     /// An IP literal (a rebinding attack cannot make the browser send one
     /// for its own name), `localhost` and names under it, or our hostname.
     static func isTrustedHost(_ hostHeader: String, hostname: String) -> Bool {
+        func isPort(_ text: Substring) -> Bool { !text.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
         var name = Substring(hostHeader)
         if name.hasPrefix("[") {
             guard let close = name.firstIndex(of: "]") else { return false }
+            let rest = name[name.index(after: close)...]
+            guard rest.isEmpty || (rest.first == ":" && isPort(rest.dropFirst())) else { return false }
             var address = in6_addr()
             return inet_pton(AF_INET6, String(name[name.index(after: name.startIndex)..<close]), &address) == 1
         }
-        if let colon = name.lastIndex(of: ":") { name = name[..<colon] }
+        if let colon = name.lastIndex(of: ":") {
+            guard isPort(name[name.index(after: colon)...]) else { return false }
+            name = name[..<colon]
+        }
+        guard !name.isEmpty else { return false }
         let lower = name.lowercased()
         var address = in_addr()
         if inet_pton(AF_INET, lower, &address) == 1 { return true }

@@ -13,7 +13,8 @@ public struct LineFramer: Sendable {
     /// by shifting the buffer (which made pipelined commands cost
     /// O(lines × bytes)); the front is dropped once it is the larger half.
     private var start = 0
-    /// How far from `start` the search for a newline has already looked.
+    /// Where the search for a newline goes on (an index into `buffer`, at
+    /// or after `start`): a partial line is not searched again.
     private var scanned = 0
     private var tooLong = false
 

@@ -220,7 +220,7 @@ private struct Metrics {
             [("Host", "127.0.0.1:1099"), ("Sec-Fetch-Site", "cross-site")],
             [("Host", "127.0.0.1:1099"), ("Sec-Fetch-Site", "same-site")],
             [("Host", "127.0.0.1:1099"), ("Origin", "null")],
-            [("Host", "evil.example:1099")],
+            [("Host", "evil.example:1099"), ("Sec-Fetch-Site", "same-origin")],
         ]
         for headers in refusedPosts {
             let response = await site.respond(method: "POST", target: "/exit", headers: headers)
@@ -228,17 +228,28 @@ private struct Metrics {
             #expect(response.afterSending == nil)
         }
         #expect(!exited.isSet)
-        for host in ["rebind.evil.example", "rebind.evil.example:1099", "127.0.0.1.evil.example"] {
-            #expect(await site.respond(method: "GET", target: "/debug/config", headers: [("Host", host)]).status == 403, "\(host)")
+        // What a browser sends for a page on a rebound name.
+        for host in ["rebind.evil.example", "rebind.evil.example:1099", "127.0.0.1.evil.example", "evil.example.",
+                     "", "[::1]evil.example", "[::1]:x", "127.0.0.1:", "127.0.0.1:80x", ":1099"] {
+            let headers = [("Host", host), ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate")]
+            #expect(await site.respond(method: "GET", target: "/debug/config", headers: headers).status == 403, "\(host)")
         }
-        for host in ["127.0.0.1:1099", "[::1]:1099", "localhost:1099", "LOCALHOST", "mx.example.com:1099", "192.0.2.7"] {
-            #expect(await site.respond(method: "GET", target: "/", headers: [("Host", host)]).status == 200, "\(host)")
+        for host in ["127.0.0.1:1099", "[::1]:1099", "[::1]", "localhost:1099", "LOCALHOST", "mx.example.com:1099",
+                     "MX.Example.com.", "192.0.2.7"] {
+            let headers = [("Host", host), ("Sec-Fetch-Site", "none")]
+            #expect(await site.respond(method: "GET", target: "/", headers: headers).status == 200, "\(host)")
         }
+        // A tool (no browser headers) may name the server as it likes.
+        #expect(await site.respond(method: "GET", target: "/metrics", headers: [("Host", "mon.internal:1099")]).status == 200)
         // Same origin (the page's own form) and curl (no headers) may stop it.
         let sameOrigin = await site.respond(
             method: "POST", target: "/exit",
             headers: [("Host", "127.0.0.1:1099"), ("Origin", "http://127.0.0.1:1099"), ("Sec-Fetch-Site", "same-origin")])
         #expect(sameOrigin.status == 200)
+        let behindTLSProxy = await site.respond(
+            method: "POST", target: "/exit",
+            headers: [("Host", "mx.example.com"), ("Origin", "https://mx.example.com"), ("Sec-Fetch-Site", "same-origin")])
+        #expect(behindTLSProxy.status == 200)
         #expect(await site.respond(method: "POST", target: "/exit", headers: [("Host", "127.0.0.1:1099")]).status == 200)
     }
 

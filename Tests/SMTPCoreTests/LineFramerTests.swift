@@ -160,4 +160,21 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(framer.takeRemaining() == Array("QUIT\r\n".utf8))
         #expect(framer.pendingByteCount == 0)
     }
+
+    /// The read index and the compaction across appends: a CR at the end
+    /// of one read and its LF in the next, right after the front was
+    /// dropped, still make one line without the CR.
+    @Test func aLineEndSplitAcrossAppendsAfterCompaction() {
+        var framer = LineFramer()
+        framer.append(Array("A\r\nB\r\nCC".utf8))
+        #expect(framer.next() == .line(Array("A".utf8)))
+        #expect(framer.next() == .line(Array("B".utf8)))
+        #expect(framer.next() == nil)
+        framer.append(Array("C\r".utf8))  // compacts: 6 consumed, 2 pending
+        #expect(framer.next() == nil)
+        framer.append(Array("\nD\n".utf8))
+        #expect(framer.next() == .line(Array("CCC".utf8)))
+        #expect(framer.next() == .line(Array("D".utf8)))
+        #expect(framer.pendingByteCount == 0)
+    }
 }
