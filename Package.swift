@@ -144,7 +144,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The mail log (COMPAT.md §18).
-        .target(name: "MailLog", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        .target(name: "MailLog", dependencies: ["GoErrors", "Normalization"], swiftSettings: strictSettings),
         // The durable queue, its delivery loops, couriers and DSNs.
         .target(
             name: "MailQueue",

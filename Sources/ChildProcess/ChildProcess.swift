@@ -94,10 +94,11 @@ public enum ChildProcess {
         // background job would keep port 25 bound across a restart, a pipe
         // alias could accept() on them), not client sockets, not epoll.
         // Many of those are opened without CLOEXEC by libraries.
-        guard csystem_spawn_addclosefrom(&actions, 3) == 0 else {
-            let code = errno
+        // The file-action calls return the error; they do not set errno.
+        let closing = csystem_spawn_addclosefrom(&actions, 3)
+        guard closing == 0 else {
             [stdinPipe, stdoutPipe, stderrPipe].forEach { $0.forEach { close($0) } }
-            throw Failure(description: "posix_spawn_file_actions_addclosefrom_np: \(goErrnoText(code))")
+            throw Failure(description: "posix_spawn_file_actions_addclosefrom_np: \(goErrnoText(closing))")
         }
         if let workingDirectory { csystem_spawn_addchdir(&actions, workingDirectory) }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GoErrors
+import Normalization
 import Synchronization
 
 #if canImport(Glibc)
@@ -76,27 +77,21 @@ public final class MailLog: Sendable {
     public var lines: [String] { state.withLock { $0.lines } }
 
     /// A text made safe to be one log line: control characters (C0, DEL,
-    /// C1) and the Unicode line separators become Go-style escapes, so a
-    /// client's `\n` in an AUTH identity, an address or a reply cannot
-    /// start a forged line, and a NUL cannot cut one short. Everything
-    /// else, quotes and backslashes included, is kept as written.
+    /// C1) and the Unicode line separators become Go's escapes (`\n`,
+    /// `\x00`, `\u2028`), so a client's `\n` in an AUTH identity, an
+    /// address or a reply cannot start a forged line, and a NUL cannot cut
+    /// one short. Everything else, quotes and backslashes included, is kept
+    /// as written.
     public static func oneLine(_ text: String) -> String {
         guard text.unicodeScalars.contains(where: isLineBreaking) else { return text }
         var out = String.UnicodeScalarView()
         for scalar in text.unicodeScalars {
-            guard isLineBreaking(scalar) else {
+            // Each of these is outside Go's IsPrint, so it has an escape.
+            if isLineBreaking(scalar), let escape = goEscape(scalar) {
+                out.append(contentsOf: escape.unicodeScalars)
+            } else {
                 out.append(scalar)
-                continue
             }
-            let escape: String
-            switch scalar {
-            case "\n": escape = "\\n"
-            case "\r": escape = "\\r"
-            case "\t": escape = "\\t"
-            default:
-                escape = scalar.value < 0x80 ? String(format: "\\x%02x", scalar.value) : String(format: "\\u%04x", scalar.value)
-            }
-            out.append(contentsOf: escape.unicodeScalars)
         }
         return String(out)
     }

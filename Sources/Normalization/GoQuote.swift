@@ -8,29 +8,31 @@
 public func goQuoted(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\u{07}": out += "\\a"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{0B}": out += "\\v"
-        default:
-            if isGoPrintable(scalar) {
-                out.unicodeScalars.append(scalar)
-            } else if scalar.value < 0x20 || scalar.value == 0x7F {
-                out += String(format: "\\x%02x", scalar.value)
-            } else if scalar.value < 0x10000 {
-                out += String(format: "\\u%04x", scalar.value)
-            } else {
-                out += String(format: "\\U%08x", scalar.value)
-            }
-        }
+        if let escape = goEscape(scalar) { out += escape } else { out.unicodeScalars.append(scalar) }
     }
     return out + "\""
+}
+
+/// strconv.Quote's escape for one scalar it does not write as is: a quote,
+/// a backslash or anything outside Go's `IsPrint` (`\n`, `\x1b`, `\u202e`,
+/// `\U000f0000`); nil for the scalars written as they are.
+public func goEscape(_ scalar: Unicode.Scalar) -> String? {
+    switch scalar {
+    case "\"": return "\\\""
+    case "\\": return "\\\\"
+    case "\u{07}": return "\\a"
+    case "\u{08}": return "\\b"
+    case "\u{0C}": return "\\f"
+    case "\n": return "\\n"
+    case "\r": return "\\r"
+    case "\t": return "\\t"
+    case "\u{0B}": return "\\v"
+    default:
+        if isGoPrintable(scalar) { return nil }
+        if scalar.value < 0x20 || scalar.value == 0x7F { return String(format: "\\x%02x", scalar.value) }
+        if scalar.value < 0x10000 { return String(format: "\\u%04x", scalar.value) }
+        return String(format: "\\U%08x", scalar.value)
+    }
 }
 
 /// Go's `unicode.IsPrint`: letters, marks, numbers, punctuation, symbols

@@ -16,7 +16,6 @@ public struct LineFramer: Sendable {
     /// Where the search for a newline goes on (an index into `buffer`, at
     /// or after `start`): a partial line is not searched again.
     private var scanned = 0
-    private var tooLong = false
 
     public init(maxLength: Int = SMTPDefaults.maxCommandLineLength) {
         self.maxLength = maxLength

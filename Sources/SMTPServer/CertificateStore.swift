@@ -89,37 +89,31 @@ public final class CertificateStore: Sendable {
         return entries
     }
 
-    /// The SNI name, lowercased and without a final dot, if it is a valid
-    /// hostname (LDH labels of 1-63 octets, at most 253 in all) that one of
-    /// our certificates covers exactly or by wildcard; else nil.
-    public func certifiedName(_ serverName: String?) -> String? {
-        guard var name = serverName?.lowercased(), !name.isEmpty else { return nil }
-        if name.hasSuffix(".") { name.removeLast() }
-        guard name.utf8.count <= 253 else { return nil }
-        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        for label in labels {
-            guard (1...63).contains(label.utf8.count), label.first != "-", label.last != "-",
-                label.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })
-            else { return nil }
-        }
+    /// The certificate for a client's SNI name (an exact match, then a
+    /// wildcard, then the first), and the name itself when it
+    /// is one we may adopt: a valid hostname (LDH labels of 1-63 octets, at
+    /// most 253 in all) that a certificate covers exactly or by wildcard,
+    /// lowercased and without a final dot; else the first certificate and nil.
+    public func selection(forServerName serverName: String?) -> (context: NIOSSLContext, certifiedName: String?) {
         let entries = self.entries
-        if entries.contains(where: { $0.names.contains(name) }) { return name }
-        if let dot = name.firstIndex(of: "."), entries.contains(where: { $0.names.contains("*" + name[dot...]) }) {
-            return name
-        }
-        return nil
+        guard var name = serverName?.lowercased(), !name.isEmpty else { return (entries[0].context, nil) }
+        if name.hasSuffix(".") { name.removeLast() }
+        guard let entry = Self.entry(covering: name, in: entries) else { return (entries[0].context, nil) }
+        return (entry.context, Self.isHostname(name) ? name : nil)
     }
 
-    /// The context for an SNI name: an exact match, then a wildcard, then the first.
-    public func context(forServerName serverName: String?) -> NIOSSLContext {
-        let entries = self.entries
-        guard var name = serverName?.lowercased(), !name.isEmpty else { return entries[0].context }
-        if name.hasSuffix(".") { name.removeLast() }
-        if let exact = entries.first(where: { $0.names.contains(name) }) { return exact.context }
-        if let dot = name.firstIndex(of: ".") {
-            let wildcard = "*" + name[dot...]
-            if let match = entries.first(where: { $0.names.contains(wildcard) }) { return match.context }
+    static func entry(covering name: String, in entries: [Entry]) -> Entry? {
+        if let exact = entries.first(where: { $0.names.contains(name) }) { return exact }
+        guard let dot = name.firstIndex(of: ".") else { return nil }
+        let wildcard = "*" + name[dot...]
+        return entries.first { $0.names.contains(wildcard) }
+    }
+
+    static func isHostname(_ name: String) -> Bool {
+        guard name.utf8.count <= 253 else { return false }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
         }
-        return entries[0].context
     }
 }

@@ -18,16 +18,21 @@ struct HeaderCollector {
     /// Data bytes with LF line ends (the DATA decoder's output).
     mutating func feed(_ piece: [UInt8]) {
         guard !isComplete else { return }
-        var previous = bytes.last
-        for (offset, byte) in piece.enumerated() {
-            bytesExamined += 1
-            if byte == UInt8(ascii: "\n") && (previous == UInt8(ascii: "\n") || (previous == nil && bytes.isEmpty && offset == 0)) {
-                bytes.append(contentsOf: piece[..<offset])
+        let lf = UInt8(ascii: "\n")
+        var from = piece.startIndex
+        while let newline = piece[from...].firstIndex(of: lf) {
+            // The byte before this LF: in this piece, or the header's last
+            // (nil at the very start: a first LF is an empty header).
+            let before = newline > piece.startIndex ? piece[newline - 1] : bytes.last
+            if before == nil || before == lf {
+                bytes.append(contentsOf: piece[..<newline])
+                bytesExamined += newline - piece.startIndex + 1
                 isComplete = true
                 return
             }
-            previous = byte
+            from = newline + 1
         }
+        bytesExamined += piece.count
         bytes.append(contentsOf: piece)
         if bytes.count > limit { isComplete = true }
     }

@@ -96,8 +96,9 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // Only a name we hold a certificate for becomes ours (the
                 // `by` of Received: and Authentication-Results:): SNI is
                 // the client's text, and NIO lets any ASCII through.
-                onServerName(certificates.certifiedName(name))
-                let tls = NIOSSLServerHandler(context: certificates.context(forServerName: name))
+                let selection = certificates.selection(forServerName: name)
+                onServerName(selection.certifiedName)
+                let tls = NIOSSLServerHandler(context: selection.context)
                 do {
                     let sniContext = try pipeline.syncOperations.context(name: sniName)
                     try pipeline.syncOperations.addHandler(tls, position: .after(sniContext.handler))

@@ -142,3 +142,11 @@ def hook_python():
             if os.access(candidate, os.X_OK):
                 return candidate
     return sys.executable
+
+
+def process_uids(pid):
+    """The real, effective, saved and filesystem uids of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError(f"no Uid line for {pid}")

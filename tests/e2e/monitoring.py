@@ -4,11 +4,12 @@ import http.client
 import json
 
 
-def request(srv, path, method="GET", body=None):
-    """(status, headers {lowercase: value}, body text) from the monitoring server."""
+def request(srv, path, method="GET", body=None, headers=None):
+    """(status, headers {lowercase: value}, body text) from the monitoring
+    server. headers: sent as given (a Host among them replaces the default)."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.mon_port, timeout=30)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=dict(headers or {}))
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data.decode("utf-8")

@@ -12,8 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
@@ -60,20 +58,13 @@ def set_conf(srv, **replace):
 # ---------------------------------------------------------------- unprivileged
 
 
-def daemon_uid(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return [int(x) for x in line.split()[1:]]
-    raise AssertionError("no Uid line")
-
-
 def test_the_daemon_runs_unprivileged_and_serves_every_connection(srv):
     """As Debian runs it (User=mail): no uid of the daemon is 0, it cannot
     write its config, and one listener serves many connections in turn and
     at once, delivering through the MDA as that user (issue 12 §1: an
     unprivileged daemon used to close every connection at once)."""
     srv.start()
-    uids = daemon_uid(srv.proc.pid)
+    uids = deployed.process_uids(srv.proc.pid)
     assert 0 not in uids, uids
     if deployed.as_root():
         assert set(uids) == {deployed.account()[0]}, uids

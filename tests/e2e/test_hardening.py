@@ -14,7 +14,7 @@ import pytest
 
 import deployed
 import server as S
-from monitoring import get
+from monitoring import get, request
 from server import ChasquidServer
 from smtpraw import RawSMTP
 from test_monitoring import run_chromium, start_monitored, tool
@@ -153,16 +153,10 @@ def test_a_newline_in_an_auth_identity_forges_no_log_line(srv):
 
 
 def starttls_and_send(srv, server_name, subject):
-    import ssl
     c = RawSMTP(srv.smtp_port)
     assert c.reply()[0] == 220
     assert c.cmd("EHLO client.test")[0] == 250
-    code, _ = c.cmd("STARTTLS")
-    assert code == 220
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    c.sock = ctx.wrap_socket(c.sock, server_hostname=server_name)
+    c.starttls(server_hostname=server_name)
     assert c.cmd("EHLO client.test")[0] == 250
     assert c.cmd("MAIL FROM:<sender@sender.invalid>")[0] == 250
     assert c.cmd(f"RCPT TO:<{S.USER}>")[0] == 250
@@ -193,17 +187,8 @@ def test_an_sni_name_forges_no_header(srv):
 
 
 def raw_http(srv, method, path, headers):
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", srv.mon_port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        conn.endheaders()
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
+    status, _, body = request(srv, path, method=method, headers=headers)
+    return status, body
 
 
 def test_a_cross_site_exit_or_a_rebound_name_is_refused():

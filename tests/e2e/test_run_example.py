@@ -70,9 +70,9 @@ def example():
 def test_run_example_as_a_normal_user_accepts_and_delivers(example):
     work, proc = example
     # bash execs chasquid: the pid is the daemon's, and it is not root.
-    status = Path(f"/proc/{proc.pid}/status").read_text()
-    uid = int(next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1])
-    assert uid != 0 and uid == (deployed.account() or (os.getuid(),))[0], status
+    uids = deployed.process_uids(proc.pid)
+    uid = uids[0]
+    assert uid != 0 and uid == (deployed.account() or (os.getuid(),))[0], uids
     assert Path(f"/proc/{proc.pid}/exe").resolve().name == "chasquid"
 
     plain = subprocess.run(
