@@ -575,9 +575,10 @@ def test_trace_titles_for_short_connections(mon):
     check, an HTTP client on port 25) still gets a trace titled with its
     ip:port, as chasquid's conn.RemoteAddr() always is, never "unknown"."""
     ports = []
-    # Six, so that with start()'s three probes all fit in the ten traces
-    # kept per latency bucket.
-    for i in range(6):
+    # Four, so that with start()'s probes (three, more when a loaded
+    # machine makes it look again) all fit in the ten traces kept per
+    # latency bucket.
+    for i in range(4):
         s = socket.create_connection(("127.0.0.1", mon.smtp_port), timeout=10)
         ports.append(s.getsockname()[1])
         if i % 2:
