@@ -35,7 +35,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Crash-safe file writes: temp file, fsync, rename, directory fsync.
-        .target(name: "DurableFiles", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        .target(name: "DurableFiles", dependencies: ["BlockingWork", "GoErrors"], swiftSettings: strictSettings),
+        // The bounded thread pools that blocking calls (fsync, child waits) run on.
+        .target(
+            name: "BlockingWork", dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings),
         // System errors spelt as Go spells them (errno texts, exit statuses).
         .target(name: "GoErrors", swiftSettings: strictSettings),
         // User, domain and address normalisation (PRECIS, IDNA/Punycode).
@@ -68,7 +72,9 @@ let package = Package(
             name: "Aliases", dependencies: ["Normalization", "ChildProcess", "Instrumentation"],
             swiftSettings: strictSettings),
         // Running hooks and delivery agents: process groups, deadlines, pipes.
-        .target(name: "ChildProcess", dependencies: ["CSystemShims", "GoErrors"], swiftSettings: strictSettings),
+        .target(
+            name: "ChildProcess", dependencies: ["BlockingWork", "CSystemShims", "GoErrors"],
+            swiftSettings: strictSettings),
         .target(name: "CSystemShims"),
         // The set of local domains, with their users and aliases, reloadable as one snapshot.
         .target(
@@ -195,6 +201,7 @@ let package = Package(
         .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
 
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
+        .testTarget(name: "BlockingWorkTests", dependencies: ["BlockingWork"], swiftSettings: strictSettings),
         .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
@@ -236,7 +243,7 @@ let package = Package(
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ChasquidServerTests", dependencies: ["ChasquidServer", "SMTPServer", "SMTPCore", "ChildProcess"],
+            name: "ChasquidServerTests", dependencies: ["ChasquidServer", "SMTPServer", "SMTPCore", "ChildProcess", "SPF"],
             swiftSettings: strictSettings),
         .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
         .testTarget(

@@ -76,7 +76,7 @@ public struct AdminTool {
 
     /// The address argument, split; a missing domain is chasquid's first error.
     private func userAndDomain() throws(Failure) -> (user: String, domain: String) {
-        guard let address = arguments.positional(1), address.contains("@"), !Address.domain(of: address).isEmpty
+        guard let address = arguments.positional(1), address.contains(scalar: "@"), !Address.domain(of: address).isEmpty
         else {
             throw Failure("Domain missing, username should be of the form 'user@domain'")
         }

@@ -16,17 +16,26 @@ public struct AliasRules: Sendable, Equatable {
     /// aliases keys are stored in, so lookups use it too.
     public func removeDropCharacters(_ address: String) -> String {
         let (user, domain) = Address.split(address)
-        let separator = user.firstIndex { suffixSeparators.contains($0) } ?? user.endIndex
-        let head = user[..<separator].filter { !dropCharacters.contains($0) }
-        return Self.normalizedUser(head + user[separator...]) + "@" + domain
+        let separator = user.unicodeScalars.firstIndex(where: isSuffixSeparator) ?? user.endIndex
+        return Self.normalizedUser(withoutDrops(user[..<separator]) + user[separator...]) + "@" + domain
     }
 
     /// Cuts the user at the first suffix separator, removes every drop
     /// character, and normalises: `Jo.e+x@d` becomes `joe@d`.
     public func removeDropsAndSuffix(_ address: String) -> String {
         let (user, domain) = Address.split(address)
-        let head = user.prefix { !suffixSeparators.contains($0) }
-        return Self.normalizedUser(head.filter { !dropCharacters.contains($0) }) + "@" + domain
+        let separator = user.unicodeScalars.firstIndex(where: isSuffixSeparator) ?? user.endIndex
+        return Self.normalizedUser(withoutDrops(user[..<separator])) + "@" + domain
+    }
+
+    // Per Unicode scalar, as chasquid's per-rune rules: a `Character` may
+    // fuse a separator or a drop character with its neighbour.
+    private func isSuffixSeparator(_ scalar: Unicode.Scalar) -> Bool {
+        suffixSeparators.unicodeScalars.contains(scalar)
+    }
+
+    private func withoutDrops(_ text: Substring) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.filter { !dropCharacters.unicodeScalars.contains($0) }))
     }
 
     /// chasquid keeps a user that fails normalisation as it is.

@@ -21,18 +21,21 @@ public enum AliasesFile {
     ) throws(AliasesFileError) -> [String: [Recipient]] {
         var aliases: [String: [Recipient]] = [:]
         var lineNumber = 0
-        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+        // Per Unicode scalar, as chasquid reads bytes: a `Character` may fuse
+        // a delimiter with its neighbour (and the hook's output, parsed
+        // below, may carry a client's text).
+        for rawLine in text.split(scalar: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
             let line = rawLine.trimmingWhitespace()
-            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.isEmpty || line.unicodeScalars.first == "#" { continue }
             func fail(_ message: String) -> AliasesFileError {
                 AliasesFileError(path: path, line: lineNumber, message: message)
             }
-            guard let colon = line.firstIndex(of: ":") else { throw fail("missing ':' in line") }
+            guard let colon = line.firstIndex(ofScalar: ":") else { throw fail("missing ':' in line") }
             let left = line[..<colon].trimmingWhitespace()
-            let right = line[line.index(after: colon)...].trimmingWhitespace()
+            let right = line.suffix(afterScalarAt: colon).trimmingWhitespace()
             if left.isEmpty || right.isEmpty { throw fail("missing address or alias") }
-            if left.contains("@") { throw fail("left-side: cannot contain @") }
+            if left.contains(scalar: "@") { throw fail("left-side: cannot contain @") }
 
             var key = rules.removeDropCharacters(left + "@" + domain)
             key = (try? Normalize.address(key)) ?? key
@@ -54,29 +57,29 @@ public enum AliasesFile {
     /// Also used for the alias-resolve hook's output, where "" means none.
     public static func parseRightSide(_ raw: String, domain: String) throws(RightSideError) -> [Recipient] {
         if raw.isEmpty { return [] }
-        if raw.hasPrefix("|") {
-            let command = raw.dropFirst().trimmingWhitespace()
+        if raw.unicodeScalars.first == "|" {
+            let command = raw.suffix(afterScalarAt: raw.startIndex).trimmingWhitespace()
             if command.isEmpty { throw RightSideError(description: "the pipe alias is missing a command") }
             return [Recipient(command, kind: .pipe)]
         }
         var recipients: [Recipient] = []
-        for rawItem in raw.split(separator: ",", omittingEmptySubsequences: false) {
+        for rawItem in raw.split(scalar: ",", omittingEmptySubsequences: false) {
             let item = rawItem.trimmingWhitespace()
             if item.isEmpty { continue }  // "a: b," is fine.
             var recipient = Recipient(item)
-            if let via = item.range(of: " via ") {
+            if let via = item.scalarRange(of: " via ") {
                 recipient.kind = .forward
                 recipient.address = item[..<via.lowerBound].trimmingWhitespace()
                 if recipient.address.isEmpty {
                     throw RightSideError(description: "the forwarding alias is missing the address")
                 }
-                for server in item[via.upperBound...].split(separator: "/", omittingEmptySubsequences: false) {
+                for server in item[via.upperBound...].split(scalar: "/", omittingEmptySubsequences: false) {
                     let name = server.trimmingWhitespace()
                     if name.isEmpty { throw RightSideError(description: "empty server in via list") }
                     recipient.via.append(name)
                 }
             }
-            if !recipient.address.contains("@") { recipient.address += "@" + domain }
+            if !recipient.address.contains(scalar: "@") { recipient.address += "@" + domain }
             do {
                 recipient.address = try Normalize.address(recipient.address)
             } catch {
@@ -89,11 +92,31 @@ public enum AliasesFile {
 }
 
 extension StringProtocol {
-    /// Trims spaces, tabs, CR and LF, as Go's `strings.TrimSpace` does for ASCII.
+    /// Trims white space scalars (CR and LF among them) at both ends, as
+    /// Go's `strings.TrimSpace` does.
     func trimmingWhitespace() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" || $0 == "\u{0B}" || $0 == "\u{0C}" || $0 == "\r\n" }
-        guard let first = firstIndex(where: { !isSpace($0) }) else { return "" }
-        let last = lastIndex(where: { !isSpace($0) })!
-        return String(self[first...last])
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        return String(self[first..<scalars.index(after: last)])
+    }
+
+    /// The first occurrence of `needle`, matched scalar by scalar (not by
+    /// `Character`, nor by Foundation's canonical comparison).
+    func scalarRange(of needle: String) -> Range<Index>? {
+        let scalars = unicodeScalars
+        let pattern = Array(needle.unicodeScalars)
+        var start = scalars.startIndex
+        while start != scalars.endIndex {
+            var position = start
+            var matched = 0
+            while matched < pattern.count, position != scalars.endIndex, scalars[position] == pattern[matched] {
+                position = scalars.index(after: position)
+                matched += 1
+            }
+            if matched == pattern.count { return start..<position }
+            start = scalars.index(after: start)
+        }
+        return nil
     }
 }

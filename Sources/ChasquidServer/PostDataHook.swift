@@ -50,7 +50,12 @@ public struct PostDataHook: Sendable {
         // chasquid 1.18 passes its inherited PWD; the docs promise the config dir (§22.12).
         env["PWD"] = configDirectory
         env["REMOTE_ADDR"] = facts.remoteAddress
-        env["EHLO_DOMAIN"] = String(facts.ehloDomain.filter { $0.isASCII && ($0.isLetter || $0.isNumber || "-.[]:".contains($0)) })
+        // Per scalar: an ASCII letter with a combining mark is still a letter.
+        env["EHLO_DOMAIN"] = String(
+            String.UnicodeScalarView(
+                facts.ehloDomain.unicodeScalars.filter {
+                    $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-.[]:".unicodeScalars.contains($0))
+                }))
         env["EHLO_DOMAIN_RAW"] = facts.ehloDomain
         env["MAIL_FROM"] = facts.from
         env["RCPT_TO"] = facts.recipients.joined(separator: " ")
@@ -118,16 +123,18 @@ public struct PostDataHook: Sendable {
     }
 
     /// Empty, or: ends in "\n", no blank line, not just "\n", every line a
-    /// header or a continuation (but not the first).
+    /// header or a continuation (but not the first). Byte by byte, as
+    /// chasquid checks: a CRLF is one `Character`, and split per `Character`
+    /// a `\r\n\r\n` would hide a blank line.
     static func looksLikeHeaders(_ bytes: [UInt8]) -> Bool {
         if bytes.isEmpty { return true }
         guard bytes.last == UInt8(ascii: "\n"), bytes != [UInt8(ascii: "\n")] else { return false }
-        let text = String(decoding: bytes.dropLast(), as: UTF8.self)
-        if text.contains("\n\n") { return false }
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            if line.first == " " || line.first == "\t" {
+        let lines = bytes.dropLast().split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        for (index, line) in lines.enumerated() {
+            guard let first = line.first else { return false }
+            if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
                 if index == 0 { return false }
-            } else if !line.contains(":") {
+            } else if !line.contains(UInt8(ascii: ":")) {
                 return false
             }
         }

@@ -79,9 +79,9 @@ public struct ServerPolicy: SessionPolicy {
             metrics.count(MetricCatalog.incomingSecurityLevelChecks, "skip")
             return .accepted
         }
-        let outcome = await Self.withDeadline(Self.spfDeadline) {
+        let outcome = await Self.boundedCheck(slots: Self.spfSlots, deadline: Self.spfDeadline) {
             await spf.check(ip: ip.unmapped, helo: session.ehloDomain ?? "", sender: Self.asciiDomain(address))
-        } ?? SPFOutcome(result: .temperror, reason: "SPF check timed out")
+        }
         let verdict = SPFVerdict(result: outcome.result.rawValue, reason: outcome.reason)
         metrics.count(MetricCatalog.spfResultCount, outcome.result.rawValue)
         Trace.current?.log("SPF \(outcome.result.rawValue) (\(outcome.reason ?? "no reason"))")
@@ -116,8 +116,8 @@ public struct ServerPolicy: SessionPolicy {
     /// An address whose domain does not convert is left as it is; its SPF
     /// lookups then fail as an invalid domain.
     static func asciiDomain(_ address: String) -> String {
-        guard let at = address.lastIndex(of: "@") else { return address }
-        let domain = String(address[address.index(after: at)...])
+        guard let at = address.lastIndex(ofScalar: "@") else { return address }
+        let domain = String(address.suffix(afterScalarAt: at))
         guard domain.utf8.contains(where: { $0 >= 0x80 }), let ascii = try? UTS46.toASCII(domain) else {
             return address
         }
@@ -125,36 +125,99 @@ public struct ServerPolicy: SessionPolicy {
     }
 
     /// Runs `operation`, or gives nil once `deadline` has passed, whichever
-    /// comes first.
+    /// comes first; either way the other is cancelled and has ended when
+    /// this returns, so no timer sleeps on and no lookup goes on after the
+    /// reply (issue 13 §11). DNS lookups end when cancelled.
     static func withDeadline<T: Sendable>(
         _ deadline: Duration, _ operation: @escaping @Sendable () async -> T
     ) async -> T? {
-        // Not a task group: it would wait for the operation even after the
-        // deadline, and DNS lookups do not react to cancellation. The
-        // operation goes on in the background until its own timeouts end it.
-        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-            let once = ResumeOnce(continuation)
-            let work = Task { once.resume(await operation()) }
-            Task {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask { await operation() }
+            group.addTask {
                 try? await Task.sleep(for: deadline)
-                work.cancel()
-                once.resume(nil)
+                return nil
             }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
     }
+
+    /// `check` once it holds one of `slots`, all within `deadline`; past
+    /// it, waiting or checking, the result is temperror.
+    static func boundedCheck(
+        slots: AsyncLimiter, deadline: Duration, _ check: @escaping @Sendable () async -> SPFOutcome
+    ) async -> SPFOutcome {
+        let timedOut = SPFOutcome(result: .temperror, reason: "SPF check timed out")
+        return await withDeadline(deadline) {
+            guard await slots.acquire() else { return timedOut }
+            defer { slots.release() }
+            return await check()
+        } ?? timedOut
+    }
+
+    /// SPF checks in flight at once, over all sessions. A check waits for a
+    /// slot within its deadline; one that gets none is a temperror, as a
+    /// slow DNS would be. Each session runs one check at a time, so the
+    /// bound matters only under a flood of connections.
+    public static let maxConcurrentSPFChecks = 200
+
+    static let spfSlots = AsyncLimiter(limit: maxConcurrentSPFChecks)
 }
 
-/// A continuation that the first of several racers resumes; the others'
-/// results are dropped.
-final class ResumeOnce<T: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<T?, Never>?>
+/// At most `limit` holders at once; the others wait in turn. A waiter whose
+/// task is cancelled stops waiting.
+final class AsyncLimiter: Sendable {
+    private struct State {
+        var available: Int
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
+        var nextID: UInt64 = 0
+    }
 
-    init(_ continuation: CheckedContinuation<T?, Never>) { self.continuation = Mutex(continuation) }
+    private let state: Mutex<State>
 
-    func resume(_ value: T?) {
-        continuation.withLock { pending in
-            pending?.resume(returning: value)
-            pending = nil
+    init(limit: Int) { state = Mutex(State(available: limit)) }
+
+    /// Holders and waiters, for tests.
+    var counts: (available: Int, waiting: Int) { state.withLock { ($0.available, $0.waiters.count) } }
+
+    /// Waits for a slot: true once held (give it back with `release`),
+    /// false if the task was cancelled first.
+    func acquire() async -> Bool {
+        let id = state.withLock { state in
+            defer { state.nextID += 1 }
+            return state.nextID
         }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let immediate: Bool? = state.withLock { state in
+                    if Task.isCancelled { return false }
+                    if state.available > 0 {
+                        state.available -= 1
+                        return true
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
+            }
+            waiter?.resume(returning: false)
+        }
+    }
+
+    /// Gives a slot back: to the first waiter, or to the pool.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            if state.waiters.isEmpty {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        next?.resume(returning: true)
     }
 }

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BlockingWork
 import CSystemShims
 import GoErrors
-import Dispatch
 
 /// Runs hooks and delivery agents: a program with arguments, an environment,
 /// bytes on stdin, and a deadline.
@@ -35,12 +35,18 @@ public enum ChildProcess {
         public var description: String
     }
 
+    /// The threads that wait for a child (`BlockingWork`).
+    public typealias Pool = BlockingWork.ProcessPool
+
     /// Runs `path` and waits for it, without blocking a Swift concurrency
     /// thread (the waiting happens on a thread of its own).
     ///
     /// - Parameters:
     ///   - environment: the child's entire environment, or nil to inherit ours.
     ///   - mergeStderr: send stderr to the same pipe as stdout, in order.
+    ///   - pool: the threads that wait for it: `.session` for what an SMTP
+    ///     session waits on (hooks), `.delivery` for the queue's children.
+    ///   - timeout: from this call, time spent waiting for a thread included.
     public static func run(
         _ path: String,
         arguments: [String] = [],
@@ -48,21 +54,22 @@ public enum ChildProcess {
         workingDirectory: String? = nil,
         input: [UInt8] = [],
         mergeStderr: Bool = false,
+        pool: Pool = .session,
         timeout: Duration
     ) async throws(Failure) -> Output {
         _ = ignoreSIGPIPE
-        let result: Result<Output, Failure> = await withCheckedContinuation { continuation in
-            // A serial queue of its own: libdispatch gives it a thread even
-            // when others are blocked. The global queue is only as wide as the
-            // CPU count on Linux, so a few slow hooks or MDAs would hold up
-            // everything else queued there.
-            DispatchQueue(label: "chasquid.child-process").async {
-                continuation.resume(
-                    returning: Result { () throws(Failure) -> Output in
-                        try runBlocking(
-                            path, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
-                            input: input, mergeStderr: mergeStderr, timeout: timeout)
-                    })
+        // A process thread (`BlockingWork`) waits for the child; their
+        // number is bounded, so a burst of hooks queues instead of growing
+        // the thread count. The wait for a thread counts against the
+        // timeout; a child whose time ran out in the queue still gets a
+        // moment, and its timeout then kills it as usual.
+        let deadline = ContinuousClock.now + timeout
+        let result: Result<Output, Failure> = await BlockingWork.onProcessThread(pool) {
+            Result { () throws(Failure) -> Output in
+                try runBlocking(
+                    path, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
+                    input: input, mergeStderr: mergeStderr,
+                    timeout: max(deadline - ContinuousClock.now, .milliseconds(10)))
             }
         }
         return try result.get()

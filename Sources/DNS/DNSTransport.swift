@@ -47,7 +47,7 @@ enum DNSTransport {
         let answer = eventLoop.makePromise(of: [UInt8].self)
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: eventLoop)
+            let connecting = ClientBootstrap(group: eventLoop)
                 .connectTimeout(TimeAmount(timeout))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -55,7 +55,17 @@ enum DNSTransport {
                         try channel.pipeline.syncOperations.addHandler(StreamAnswerHandler(answer: answer))
                     }
                 }
-                .connect(to: server).get()
+                .connect(to: server)
+            // A cancelled lookup does not wait for the connect either; a
+            // connection made after that is closed at once.
+            let connected = eventLoop.makePromise(of: (any Channel).self)
+            connecting.cascade(to: connected)
+            channel = try await withTaskCancellationHandler {
+                try await connected.futureResult.get()
+            } onCancel: {
+                connected.fail(DNSTransportError("cancelled"))
+                connecting.whenSuccess { $0.close(promise: nil) }
+            }
         } catch {
             answer.fail(error)
             throw DNSTransportError("cannot connect over TCP: \(error)")
@@ -68,7 +78,9 @@ enum DNSTransport {
         }
     }
 
-    /// Sends, then waits for the answer or the deadline; always closes the channel.
+    /// Sends, then waits for the answer, the deadline or the task's
+    /// cancellation (an SPF check past its own deadline); always closes the
+    /// channel.
     private static func exchange(
         on channel: any Channel, answer: EventLoopPromise<[UInt8]>, timeout: Duration,
         send: @Sendable @escaping () -> EventLoopFuture<Void>
@@ -83,7 +95,11 @@ enum DNSTransport {
             deadline.cancel()
             channel.close(promise: nil)
         }
-        return try await answer.futureResult.get()
+        return try await withTaskCancellationHandler {
+            try await answer.futureResult.get()
+        } onCancel: {
+            answer.fail(DNSTransportError("cancelled"))
+        }
     }
 }
 

@@ -72,6 +72,8 @@ public final class StubResolver: DNSLookup, Sendable {
         var tries = 0
         for round in 0..<max(configuration.attempts, 1) {
             for step in 0..<servers.count {
+                // A cancelled lookup (its SPF check is over) asks no one else.
+                if Task.isCancelled { throw .temporaryFailure("lookup of \(name) \(type) cancelled") }
                 let server = servers[(first + step) % servers.count]
                 tries += 1
                 let response: DNSResponse
@@ -114,6 +116,7 @@ public final class StubResolver: DNSLookup, Sendable {
             accept: { (try? Self.validated($0, id: id, question: question)) != nil })
         let response = try Self.validated(udpBytes, id: id, question: question)
         guard response.header.isTruncated else { return response }
+        try Task.checkCancellation()
         let tcpID = UInt16.random(in: 0...UInt16.max)
         let tcpQuery = try DNSWire.query(id: tcpID, name: question.name, type: question.type)
         let tcpBytes = try await DNSTransport.tcpExchange(

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
+import BlockingWork
 import Synchronization
 
 /// Group commit for one directory: many writers that just renamed files into
@@ -16,6 +16,9 @@ public final class DirectorySyncer: Sendable {
     private struct State {
         var requested = 0
         var running = false
+        /// Workers looping now, and the most ever at once (tests: one).
+        var workers = 0
+        var peakWorkers = 0
         var waiters: [(ticket: Int, continuation: CheckedContinuation<FileError?, Never>)] = []
     }
 
@@ -35,12 +38,19 @@ public final class DirectorySyncer: Sendable {
                 state.running = true
                 return true
             }
-            if startWorker { DispatchQueue(label: "chasquid.directory-sync").async { self.work() } }
+            if startWorker { Task { await BlockingWork.onFileThread { self.work() } } }
         }
         if let error { throw error }
     }
 
+    /// The most workers that ever ran at once for this directory.
+    var peakWorkers: Int { state.withLock { $0.peakWorkers } }
+
     private func work() {
+        state.withLock { state in
+            state.workers += 1
+            state.peakWorkers = max(state.peakWorkers, state.workers)
+        }
         while true {
             let target = state.withLock { $0.requested }
             var error: FileError?
@@ -49,26 +59,29 @@ public final class DirectorySyncer: Sendable {
             } catch let e {
                 error = e
             }
-            let done: [CheckedContinuation<FileError?, Never>] = state.withLock { state in
+            // Whether to stop is decided in the same critical section that
+            // clears `running`: a `sync()` after it starts a new worker, one
+            // before it is served by this one, never both.
+            let (done, stop): ([CheckedContinuation<FileError?, Never>], Bool) = state.withLock { state in
                 let ready = state.waiters.filter { $0.ticket <= target }.map(\.continuation)
                 state.waiters.removeAll { $0.ticket <= target }
-                if state.waiters.isEmpty { state.running = false }
-                return ready
+                if state.waiters.isEmpty {
+                    state.running = false
+                    state.workers -= 1
+                }
+                return (ready, !state.running)
             }
             for continuation in done { continuation.resume(returning: error) }
-            if state.withLock({ !$0.running }) { return }
+            if stop { return }
         }
     }
 }
 
-/// Runs blocking file work on a thread of its own (a serial queue gets one
-/// even when the CPU-wide global queue is busy), so neither a Swift
-/// concurrency thread nor an actor is held by an fsync.
+/// Runs blocking file work on a file thread (`BlockingWork`), so neither a
+/// Swift concurrency thread nor an actor is held by an fsync.
 public func offloaded<T: Sendable>(_ work: @escaping @Sendable () throws(FileError) -> T) async throws(FileError) -> T {
-    let result: Result<T, FileError> = await withCheckedContinuation { continuation in
-        DispatchQueue(label: "chasquid.file-io").async {
-            continuation.resume(returning: Result { () throws(FileError) -> T in try work() })
-        }
+    let result: Result<T, FileError> = await BlockingWork.onFileThread {
+        Result { () throws(FileError) -> T in try work() }
     }
     return try result.get()
 }

@@ -46,7 +46,7 @@ public struct MDACourier: Courier {
         do {
             output = try await ChildProcess.run(
                 lookPath(binary), arguments: expandedArguments(from: from, to: to), input: toCRLF(data),
-                mergeStderr: true, timeout: timeout)
+                mergeStderr: true, pool: .delivery, timeout: timeout)
         } catch {
             return .permanent("MDA delivery failed: \(error)")
         }
@@ -68,11 +68,12 @@ public struct PipeCourier: Courier {
 
     public func deliver(from: String, to command: String, data: [UInt8]) async -> DeliveryResult {
         // Go's strings.Fields: any Unicode white space separates.
-        let words = command.split(whereSeparator: \.isWhitespace).map(String.init)
+        let words = command.split(whereScalarSeparator: \.properties.isWhitespace).map(String.init)
         guard let program = words.first else { return .permanent("empty pipe command") }
         do {
             let output = try await ChildProcess.run(
-                lookPath(program), arguments: Array(words.dropFirst()), input: data, mergeStderr: true, timeout: timeout)
+                lookPath(program), arguments: Array(words.dropFirst()), input: data, mergeStderr: true, pool: .delivery,
+                timeout: timeout)
             if output.succeeded { return .sent }
             // chasquid records Go's exec error alone (`exit status 1`).
             return .permanent(output.goErrorText)

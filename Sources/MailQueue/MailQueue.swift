@@ -479,7 +479,8 @@ public actor MailQueue {
     /// `<orig-rcpt-user>+fwd_from=<sender with @ as =>@<orig-rcpt-domain>`.
     static func rewriteSender(_ from: String, originalAddress: String) -> String {
         let (user, domain) = Address.split(originalAddress)
-        return user + "+fwd_from=" + from.replacingOccurrences(of: "@", with: "=") + "@" + domain
+        let sender = String(String.UnicodeScalarView(from.unicodeScalars.map { $0 == "@" ? "=" : $0 }))
+        return user + "+fwd_from=" + sender + "@" + domain
     }
 
     private func record(_ id: String, _ index: Int, _ result: DeliveryResult) {

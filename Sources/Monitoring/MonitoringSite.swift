@@ -105,10 +105,11 @@ public struct MonitoringSite: Sendable {
     }
 
     static func split(_ target: String) -> (String, [String: String]) {
-        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
+        // Per Unicode scalar: a `Character` may fuse a delimiter with its neighbour.
+        guard let mark = target.firstIndex(ofScalar: "?") else { return (target, [:]) }
         var query: [String: String] = [:]
-        for pair in target[target.index(after: mark)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
+        for pair in target.suffix(afterScalarAt: mark).split(scalar: "&") {
+            let parts = pair.split(scalar: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
                 String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
             }
             guard let key = parts.first, !key.isEmpty else { continue }
@@ -298,15 +299,16 @@ extension MonitoringSite {
     static func isTrustedHost(_ hostHeader: String, hostname: String) -> Bool {
         func isPort(_ text: Substring) -> Bool { !text.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
         var name = Substring(hostHeader)
-        if name.hasPrefix("[") {
-            guard let close = name.firstIndex(of: "]") else { return false }
-            let rest = name[name.index(after: close)...]
-            guard rest.isEmpty || (rest.first == ":" && isPort(rest.dropFirst())) else { return false }
+        if name.unicodeScalars.first == "[" {
+            guard let close = name.firstIndex(ofScalar: "]") else { return false }
+            let rest = name.suffix(afterScalarAt: close)
+            guard rest.isEmpty || (rest.unicodeScalars.first == ":" && isPort(rest.suffix(afterScalarAt: rest.startIndex)))
+            else { return false }
             var address = in6_addr()
-            return inet_pton(AF_INET6, String(name[name.index(after: name.startIndex)..<close]), &address) == 1
+            return inet_pton(AF_INET6, String(name[name.unicodeScalars.index(after: name.startIndex)..<close]), &address) == 1
         }
-        if let colon = name.lastIndex(of: ":") {
-            guard isPort(name[name.index(after: colon)...]) else { return false }
+        if let colon = name.lastIndex(ofScalar: ":") {
+            guard isPort(name.suffix(afterScalarAt: colon)) else { return false }
             name = name[..<colon]
         }
         guard !name.isEmpty else { return false }

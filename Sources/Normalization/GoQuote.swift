@@ -55,5 +55,8 @@ func isGoPrintable(_ scalar: Unicode.Scalar) -> Bool {
 /// The body of `goQuoted(s)`, without the outer quotes: how chasquid's log
 /// writes messages (COMPAT.md §11.5).
 public func goQuotedInner(_ s: String) -> String {
-    String(goQuoted(s).dropFirst().dropLast())
+    // The quotes are scalars of their own; `dropFirst` on Characters would
+    // take a combining mark or a Prepend scalar next to them too.
+    let quoted = goQuoted(s).unicodeScalars
+    return String(String.UnicodeScalarView(quoted.dropFirst().dropLast()))
 }

@@ -25,10 +25,10 @@ public enum Normalize {
             return String(decoding: domain.utf8.map { (0x41...0x5A).contains($0) ? $0 + 0x20 : $0 }, as: UTF8.self)
         }
         var labels: [String] = []
-        for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
-            if label.count >= 4 && label.prefix(4).lowercased() == "xn--" {
+        for label in domain.split(scalar: ".", omittingEmptySubsequences: false) {
+            if label.utf8.count >= 4 && String(decoding: label.utf8.prefix(4), as: UTF8.self).lowercased() == "xn--" {
                 do {
-                    labels.append(try Punycode.decode(String(label.dropFirst(4))))
+                    labels.append(try Punycode.decode(String(label.unicodeScalars.dropFirst(4))))
                 } catch {
                     throw Error("idna: invalid label \"\(label)\"")
                 }
@@ -59,10 +59,10 @@ public enum Normalize {
 
 /// Splitting addresses, as chasquid's `envelope` package does.
 public enum Address {
-    /// Splits at the first `@`. Without one, the domain is empty.
+    /// Splits at the first `@` scalar. Without one, the domain is empty.
     public static func split(_ address: String) -> (user: String, domain: String) {
-        guard let at = address.firstIndex(of: "@") else { return (address, "") }
-        return (String(address[..<at]), String(address[address.index(after: at)...]))
+        guard let at = address.firstIndex(ofScalar: "@") else { return (address, "") }
+        return (String(address[..<at]), String(address.suffix(afterScalarAt: at)))
     }
 
     public static func user(of address: String) -> String { split(address).user }

@@ -367,7 +367,7 @@ struct Attempt {
         let rcptCommands = sendable.map { "RCPT TO:<\(rcptTo[$0]!)>" }
         var rcptReplies: [Reply] = []
         if capabilities.has("PIPELINING") {
-            try await connection.send(Array(([mailCommand] + rcptCommands).map { $0 + "\r\n" }.joined().utf8))
+            try await connection.sendCommands([mailCommand] + rcptCommands)
             let mailReply = try await connection.readReply(timeout: timeout)
             do {
                 for _ in rcptCommands { rcptReplies.append(try await connection.readReply(timeout: timeout)) }

@@ -74,11 +74,18 @@ public final class ClientConnection: Sendable {
     /// Sends a command line (CRLF added) and reads the reply. A line with
     /// CR or LF in it is refused: it would smuggle a second command.
     public func command(_ line: String, timeout: Duration) async throws -> Reply {
-        guard !line.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
+        try await sendCommands([line])
+        return try await readReply(timeout: timeout)
+    }
+
+    /// Sends command lines (CRLF added to each) in one write, for
+    /// PIPELINING; the replies are read after. Refused whole if any line has
+    /// a CR or LF in it, as `command` refuses one.
+    public func sendCommands(_ lines: [String]) async throws {
+        guard !lines.contains(where: { $0.utf8.contains(where: { $0 == 13 || $0 == 10 }) }) else {
             throw ClientError("refusing to send a command with a line break in it")
         }
-        try await send(Array((line + "\r\n").utf8))
-        return try await readReply(timeout: timeout)
+        try await send(Array(lines.map { $0 + "\r\n" }.joined().utf8))
     }
 
     /// Sends bytes as they are.

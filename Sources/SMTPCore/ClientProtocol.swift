@@ -1,3 +1,5 @@
+import Normalization
+
 /// The client side of the protocol, with no I/O: reading replies, the EHLO
 /// keywords, and the DATA block on the wire (RFC 5321 §4.2, §4.5.2).
 
@@ -51,7 +53,7 @@ public struct ServerCapabilities: Equatable, Sendable {
     public init(ehloReply: Reply) {
         var keywords: [String: [String]] = [:]
         for line in ehloReply.lines.dropFirst() {
-            let words = line.split(separator: " ").map(String.init)
+            let words = line.split(scalar: " ").map(String.init)
             guard let keyword = words.first else { continue }
             keywords[keyword.uppercased()] = Array(words.dropFirst())
         }
@@ -74,20 +76,39 @@ public struct ServerCapabilities: Equatable, Sendable {
 
 /// The DATA block as sent: line endings made CRLF (an existing CRLF stays
 /// one), every line that starts with "." gets another (RFC 5321 §4.5.2),
-/// and the block ends with CRLF "." CRLF.
+/// and the block ends with CRLF "." CRLF. A bare CR ends its line too (it
+/// becomes CRLF): a receiver that took it for a line end could otherwise
+/// read a `\r.\r\n` inside the message as its end (SMTP smuggling, issue
+/// 13 §5), so nothing but CRLF ever separates lines on the wire.
 public func encodeDataBlock(_ message: [UInt8]) -> [UInt8] {
+    let cr = UInt8(ascii: "\r")
+    let lf = UInt8(ascii: "\n")
     var out: [UInt8] = []
     out.reserveCapacity(message.count + message.count / 32 + 8)
     var atLineStart = true
-    var previous: UInt8 = 0
+    var afterCR = false
     for byte in message {
+        if afterCR {
+            afterCR = false
+            out.append(lf)
+            atLineStart = true
+            if byte == lf { continue }
+        }
+        if byte == cr {
+            out.append(cr)
+            afterCR = true
+            continue
+        }
         if atLineStart && byte == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
-        if byte == UInt8(ascii: "\n") && previous != UInt8(ascii: "\r") { out.append(UInt8(ascii: "\r")) }
+        if byte == lf { out.append(cr) }
         out.append(byte)
-        atLineStart = byte == UInt8(ascii: "\n")
-        previous = byte
+        atLineStart = byte == lf
     }
-    if !atLineStart { out.append(contentsOf: [13, 10]) }
+    if afterCR {
+        out.append(lf)
+        atLineStart = true
+    }
+    if !atLineStart { out.append(contentsOf: [cr, lf]) }
     out.append(contentsOf: Array(".\r\n".utf8))
     return out
 }

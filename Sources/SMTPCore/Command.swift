@@ -15,9 +15,9 @@ public struct Command: Equatable, Sendable {
 
     public init(line: [UInt8]) {
         let text = String(decoding: line, as: UTF8.self)
-        if let space = text.firstIndex(of: " ") {
+        if let space = text.firstIndex(ofScalar: " ") {
             verb = text[..<space].uppercased()
-            argument = String(text[text.index(after: space)...])
+            argument = String(text.suffix(afterScalarAt: space))
         } else {
             verb = text.uppercased()
             argument = ""
@@ -47,7 +47,7 @@ public struct Command: Equatable, Sendable {
     /// credential, so AUTH keeps only its mechanism.
     public var traceText: String {
         if verb == "AUTH" {
-            let parts = argument.split(separator: " ", maxSplits: 1)
+            let parts = argument.split(scalar: " ", maxSplits: 1)
             guard let mechanism = parts.first?.uppercased() else { return "AUTH" }
             return parts.count > 1 ? "AUTH \(mechanism) (initial response not shown)" : "AUTH \(mechanism)"
         }
@@ -64,17 +64,21 @@ public enum PathArgument {
         case empty
     }
 
-    /// Checks the `FROM:` / `TO:` prefix (case-insensitive) and returns the
-    /// first whitespace-separated token after it; parameters are ignored.
+    /// Checks the `FROM:` / `TO:` prefix (ASCII, case-insensitive) and
+    /// returns the first space- or tab-separated token after it; parameters
+    /// are ignored. Per scalar: a mark after the colon or a space is part of
+    /// the token, not of the prefix or the separator.
     public static func extract(_ argument: String, prefix: String) throws(Failure) -> String {
-        guard argument.count >= prefix.count, argument.prefix(prefix.count).uppercased() == prefix else {
-            throw .missingPrefix
-        }
-        let rest = argument.dropFirst(prefix.count).drop { $0 == " " || $0 == "\t" }
-        guard let token = rest.split(whereSeparator: { $0 == " " || $0 == "\t" }).first, !token.isEmpty else {
+        let head = argument.utf8.prefix(prefix.utf8.count)
+        let upper: (UInt8) -> UInt8 = { (0x61...0x7A).contains($0) ? $0 - 0x20 : $0 }
+        guard head.count == prefix.utf8.count, head.map(upper).elementsEqual(prefix.utf8) else { throw .missingPrefix }
+        let isBlank: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" }
+        // The prefix is ASCII: as many scalars as bytes.
+        let rest = argument.unicodeScalars.dropFirst(prefix.utf8.count).drop(while: isBlank)
+        guard let token = rest.split(whereSeparator: isBlank).first, !token.isEmpty else {
             throw .empty
         }
-        return String(token)
+        return String(String.UnicodeScalarView(token))
     }
 }
 
@@ -90,68 +94,89 @@ public enum Mailbox {
         public var reason: String
     }
 
+    /// Scalar by scalar (issue 13 §6): a `Character` can hide an `@`, a
+    /// quote or a control character inside a grapheme cluster.
     public static func parse(_ token: String) throws(Invalid) -> ParseResult {
-        if token == "<>" { return .null }
-        var address = Substring(token)
-        if address.hasPrefix("<") {
-            guard address.hasSuffix(">"), address.count >= 2 else { throw Invalid(reason: "missing '>'") }
+        var address = Array(token.unicodeScalars)[...]
+        if address.elementsEqual(["<", ">"]) { return .null }
+        if address.first == "<" {
+            guard address.count >= 2, address.last == ">" else { throw Invalid(reason: "missing '>'") }
             address = address.dropFirst().dropLast()
             // A source route (RFC 5321 §4.1.2 "@a,@b:") is obsolete; drop it.
-            if address.hasPrefix("@"), let colon = address.firstIndex(of: ":") {
-                address = address[address.index(after: colon)...]
+            if address.first == "@", let colon = address.firstIndex(of: ":") {
+                address = address[(colon + 1)...]
             }
         }
         guard !address.isEmpty else { throw Invalid(reason: "empty address") }
-        guard let at = address.lastIndex(of: "@") else {
+        // The last `@`: a quoted local part may hold one.
+        if let at = address.lastIndex(of: "@") {
+            try checkLocalPart(address[..<at])
+            try checkDomain(address[(at + 1)...])
+        } else {
             // Checked by the caller, which has a reply of its own for it.
             try checkLocalPart(address)
-            return .address(String(address))
         }
-        let local = address[..<at]
-        let domain = address[address.index(after: at)...]
-        try checkLocalPart(local)
-        try checkDomain(domain)
-        return .address(String(address))
+        return .address(String(String.UnicodeScalarView(address)))
     }
 
-    private static let atomSpecials: Set<Character> = ["(", ")", "<", ">", "[", "]", ":", ";", "@", "\\", ",", "\"", " "]
+    private static let atomSpecials: Set<Unicode.Scalar> = [
+        "(", ")", "<", ">", "[", "]", ":", ";", "@", "\\", ",", "\"", " ",
+    ]
 
-    static func checkLocalPart(_ local: Substring) throws(Invalid) {
+    /// An ASCII control character or DEL: never part of an address (RFC 5321
+    /// qtextSMTP, quoted-pairSMTP, dcontent), so none reaches a log, a hook's
+    /// environment, a header or an outgoing command (issue 13 §5).
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || scalar.value == 0x7F
+    }
+
+    static func checkLocalPart(_ local: ArraySlice<Unicode.Scalar>) throws(Invalid) {
         guard !local.isEmpty else { throw Invalid(reason: "empty local part") }
-        if local.hasPrefix("\"") {
-            // quoted-string: anything but bare quotes and backslashes, escapes allowed.
-            guard local.count >= 2, local.hasSuffix("\"") else { throw Invalid(reason: "unterminated quoted local part") }
+        if local.first == "\"" {
+            // quoted-string: printable scalars (UTF-8 allowed, RFC 6531), a
+            // quote or backslash only escaped.
+            guard local.count >= 2, local.last == "\"" else { throw Invalid(reason: "unterminated quoted local part") }
             var escaped = false
-            for c in local.dropFirst().dropLast() {
+            for scalar in local.dropFirst().dropLast() {
+                if isControl(scalar) {
+                    throw Invalid(reason: "control character \(scalar.debugDescription) in quoted local part")
+                }
                 if escaped {
                     escaped = false
-                } else if c == "\\" {
+                } else if scalar == "\\" {
                     escaped = true
-                } else if c == "\"" {
+                } else if scalar == "\"" {
                     throw Invalid(reason: "bad quoted local part")
                 }
             }
+            // `"a\"`: the closing quote is escaped.
+            guard !escaped else { throw Invalid(reason: "unterminated quoted local part") }
             return
         }
         // dot-atom, with UTF-8 allowed (RFC 6531).
         for part in local.split(separator: ".", omittingEmptySubsequences: false) {
             guard !part.isEmpty else { throw Invalid(reason: "bad dots in local part") }
-            for c in part where atomSpecials.contains(c) || c.asciiValue.map({ $0 < 0x21 || $0 == 0x7F }) == true {
-                throw Invalid(reason: "invalid character \(c.debugDescription) in local part")
+            for scalar in part where atomSpecials.contains(scalar) || isControl(scalar) {
+                throw Invalid(reason: "invalid character \(scalar.debugDescription) in local part")
             }
         }
     }
 
-    static func checkDomain(_ domain: Substring) throws(Invalid) {
+    static func checkDomain(_ domain: ArraySlice<Unicode.Scalar>) throws(Invalid) {
         guard !domain.isEmpty else { throw Invalid(reason: "empty domain") }
-        if domain.hasPrefix("[") {
-            guard domain.hasSuffix("]") else { throw Invalid(reason: "bad domain literal") }
+        if domain.first == "[" {
+            // An address literal: dcontent (RFC 5321 §4.1.3), printable
+            // ASCII but for the brackets and the backslash.
+            guard domain.count >= 3, domain.last == "]" else { throw Invalid(reason: "bad domain literal") }
+            for scalar in domain.dropFirst().dropLast() where !(33...126).contains(scalar.value) || "[]\\".unicodeScalars.contains(scalar) {
+                throw Invalid(reason: "invalid character \(scalar.debugDescription) in domain literal")
+            }
             return
         }
         for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
             guard !label.isEmpty else { throw Invalid(reason: "bad dots in domain") }
-            for c in label where atomSpecials.contains(c) || c.asciiValue.map({ $0 < 0x21 || $0 == 0x7F }) == true {
-                throw Invalid(reason: "invalid character \(c.debugDescription) in domain")
+            for scalar in label where atomSpecials.contains(scalar) || isControl(scalar) {
+                throw Invalid(reason: "invalid character \(scalar.debugDescription) in domain")
             }
         }
     }

@@ -1,12 +1,18 @@
+import Normalization
+
 /// An SMTP reply: a code and text lines. The enhanced status code (RFC 3463)
 /// is part of the text, as chasquid writes it.
 public struct Reply: Equatable, Sendable, CustomStringConvertible {
     public var code: Int
     public var lines: [String]
 
+    /// One line per LF scalar (a CRLF is one `Character`, so the split is
+    /// per scalar); a CR before the LF is dropped.
     public init(_ code: Int, _ text: String) {
         self.code = code
-        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        self.lines = text.split(scalar: "\n", omittingEmptySubsequences: false).map {
+            String($0.unicodeScalars.last == "\r" ? $0.dropLastScalar() : $0)
+        }
     }
 
     public init(_ code: Int, lines: [String]) {
@@ -20,11 +26,15 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     /// Replies at or above 400 count against the connection's error budget.
     public var isError: Bool { code >= 400 }
 
-    /// The wire form: `250-first`, …, `250 last`, each ending in CRLF.
+    /// The wire form: `250-first`, …, `250 last`, each ending in CRLF. A CR
+    /// or LF left inside a line (a hook's text, a remote server's) goes as a
+    /// space, so no reply can end early or add a line of its own.
     public var encoded: String {
         var out = ""
         for (index, line) in lines.enumerated() {
-            out += "\(code)\(index == lines.count - 1 ? " " : "-")\(line)\r\n"
+            out += "\(code)\(index == lines.count - 1 ? " " : "-")"
+            out.unicodeScalars.append(contentsOf: line.unicodeScalars.lazy.map { $0 == "\r" || $0 == "\n" ? " " : $0 })
+            out += "\r\n"
         }
         return out
     }

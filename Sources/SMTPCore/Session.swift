@@ -208,7 +208,8 @@ public struct Session: Sendable {
 
     private mutating func hello(_ command: Command, extended: Bool) -> SessionStep {
         // Like Go's strings.Fields: blank arguments count as none.
-        guard let first = command.argument.split(whereSeparator: \.isWhitespace).first, !first.isEmpty else {
+        guard let first = command.argument.split(whereScalarSeparator: \.properties.isWhitespace).first, !first.isEmpty
+        else {
             return .reply(Reply(501, "Invisible customers are not welcome!"))
         }
         info.ehloDomain = String(first)
@@ -252,7 +253,9 @@ public struct Session: Sendable {
             envelope = Envelope(from: "<>")
             return .reply(Reply(250, "2.1.5 You feel like you are being watched"))
         }
-        guard address.contains("@") else { return .reply(Reply(501, "5.1.8 Sender address must contain a domain")) }
+        guard address.contains(scalar: "@") else {
+            return .reply(Reply(501, "5.1.8 Sender address must contain a domain"))
+        }
         guard address.utf8.count <= SMTPDefaults.maxAddressLength else {
             return .reply(Reply(501, "5.1.7 Sender address too long"))
         }
@@ -289,7 +292,7 @@ public struct Session: Sendable {
         guard current.recipients.count < SMTPDefaults.maxRecipients else {
             return .reply(Reply(452, "4.5.3 Too many recipients"))
         }
-        guard case .address(let raw) = try? Mailbox.parse(token), raw.contains("@") else {
+        guard case .address(let raw) = try? Mailbox.parse(token), raw.contains(scalar: "@") else {
             rejection = Rejection(from: current.from, to: [token], reason: "malformed address: \(token)")
             return .reply(Reply(501, "5.1.3 Malformed destination address"))
         }
@@ -394,7 +397,7 @@ public struct Session: Sendable {
     private mutating func auth(_ command: Command, policy: some SessionPolicy) async -> SessionStep {
         guard info.onTLS else { return .reply(Reply(503, "5.7.10 You feel vulnerable")) }
         guard !info.isAuthenticated else { return .reply(Reply(503, "5.5.1 You are already wearing that!")) }
-        let parts = command.argument.split(separator: " ", maxSplits: 1).map(String.init)
+        let parts = command.argument.split(scalar: " ", maxSplits: 1).map(String.init)
         // Mechanism names are case-insensitive (RFC 4954; COMPAT.md §0, §22.4).
         let mechanism = parts.first?.uppercased() ?? ""
         switch mechanism {
@@ -457,7 +460,8 @@ public struct Session: Sendable {
         guard fields.count == 3 else { return .reply(Reply(501, "5.5.2 Error decoding AUTH response")) }
         let authz = String(decoding: fields[0], as: UTF8.self)
         let authc = String(decoding: fields[1], as: UTF8.self)
-        if !authz.isEmpty && !authc.isEmpty && authz != authc {
+        // Byte for byte, as chasquid compares them.
+        if !authz.isEmpty && !authc.isEmpty && !authz.utf8.elementsEqual(authc.utf8) {
             return .reply(Reply(501, "5.5.2 Error decoding AUTH response: authz and authc differ"))
         }
         let identity = authc.isEmpty ? authz : authc

@@ -2,6 +2,7 @@ import DurableFiles
 import Foundation
 import NIOCore
 import NIOSSL
+import Normalization
 import Synchronization
 
 /// The server's certificates, one per directory under `certs/` (certbot's
@@ -104,7 +105,7 @@ public final class CertificateStore: Sendable {
 
     static func entry(covering name: String, in entries: [Entry]) -> Entry? {
         if let exact = entries.first(where: { $0.names.contains(name) }) { return exact }
-        guard let dot = name.firstIndex(of: ".") else { return nil }
+        guard let dot = name.firstIndex(ofScalar: ".") else { return nil }
         let wildcard = "*" + name[dot...]
         return entries.first { $0.names.contains(wildcard) }
     }

@@ -90,8 +90,9 @@ public struct SPFChecker: Sendable {
     /// Local part and domain, split at the last "@" (a quoted local part
     /// may contain "@"). Without "@", the whole is the domain; the empty
     /// string has neither.
+    /// Per Unicode scalar, never per `Character`, which may hide an `@`.
     static func split(_ sender: String) -> (localPart: String, domain: String?) {
-        guard let at = sender.lastIndex(of: "@") else { return ("", sender.isEmpty ? nil : sender) }
-        return (String(sender[..<at]), String(sender[sender.index(after: at)...]))
+        guard let at = sender.unicodeScalars.lastIndex(of: "@") else { return ("", sender.isEmpty ? nil : sender) }
+        return (String(sender[..<at]), String(sender[sender.unicodeScalars.index(after: at)...]))
     }
 }

@@ -86,6 +86,28 @@ import Testing
         #expect(try AliasesFile.parseRightSide("", domain: "d") == [])
         #expect(try AliasesFile.parseRightSide("a, b@x", domain: "d") == [Recipient("a@d"), Recipient("b@x")])
     }
+
+    /// Issue 13 §6: the hook may echo a client's text; a delimiter fused
+    /// with a Prepend scalar still delimits, as in chasquid.
+    @Test func delimitersAreFoundPerScalar() throws {
+        // ",\u{0301}" is one Character; split per scalar, "\u{0301}b" is an
+        // item of its own (and fails PRECIS's Bidi Rule on its own).
+        #expect {
+            try AliasesFile.parseRightSide("a,\u{0301}b", domain: "d")
+        } throws: { error in
+            (error as? AliasesFile.RightSideError)?.description == "normalizing address \"\u{0301}b\": precis: failed Bidi Rule"
+        }
+        // "\u{0600} " is one Character.
+        #expect(
+            try AliasesFile.parseRightSide("x@y\u{0600} via relay.example", domain: "d")
+                == [Recipient("x@y\u{0600}", kind: .forward, via: ["relay.example"])])
+        let file = try AliasesFile.parse(
+            "left\u{0600}: target\n", domain: "d", rules: AliasRules(), path: "aliases")
+        #expect(file.keys.contains("left\u{0600}@d"))
+        #expect(throws: AliasesFileError.self) {
+            try AliasesFile.parse("a\u{0600}@b: target\n", domain: "d", rules: AliasRules(), path: "aliases")
+        }
+    }
 }
 
 @Suite struct AliasRulesTests {
@@ -97,5 +119,14 @@ import Testing
         // Empty rules clean nothing but case.
         let none = AliasRules(suffixSeparators: "", dropCharacters: "")
         #expect(none.removeDropsAndSuffix("A.b+c@d") == "a.b+c@d")
+    }
+
+    /// Per scalar, as chasquid's per-rune rules (issue 13 §6): a drop
+    /// character or a separator after a Prepend scalar still counts.
+    @Test func cleaningIsPerScalar() {
+        let rules = AliasRules(suffixSeparators: "+", dropCharacters: ".")
+        #expect(rules.removeDropsAndSuffix("a\u{0600}.b@d") == "a\u{0600}b@d")
+        #expect(rules.removeDropsAndSuffix("a\u{0600}+tag@d") == "a\u{0600}@d")
+        #expect(rules.removeDropCharacters("a\u{0600}.b\u{0600}+t.g@d") == "a\u{0600}b\u{0600}+t.g@d")
     }
 }

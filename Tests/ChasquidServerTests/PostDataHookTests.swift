@@ -11,6 +11,8 @@ import Testing
     @Test(arguments: [
         ("", true), ("X-A: b\n", true), ("X-A: b\n\tcontinued\nX-C: d\n", true), ("X-A: b", false),
         ("\n", false), ("X-A: b\n\nX-C: d\n", false), (" X-A: b\n", false), ("not a header\n", false),
+        // A CRLF is one Character: the blank line in it still counts.
+        ("X-A: b\r\n\r\nX-C: d\n", false), ("X-A: b\r\n\r\n", false), ("X-A: b\r\nX-C: d\r\n", true),
     ])
     func looksLikeHeaders(output: String, expected: Bool) {
         #expect(PostDataHook.looksLikeHeaders(Array(output.utf8)) == expected)

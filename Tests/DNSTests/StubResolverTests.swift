@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import DNS
@@ -179,6 +180,45 @@ struct TestServerError: Error { var reason: String }
         #expect(elapsed >= .milliseconds(550))
         #expect(elapsed < .seconds(10))
         #expect(server.queryLog.count == 2)
+    }
+
+    /// Issue 13 §11: a lookup whose task is cancelled (its SPF check ran
+    /// out of time) ends then, not at its own timeout, and asks no other
+    /// server: one query reached the silent server, not two.
+    @Test func aCancelledLookupEndsAndAsksNoMore() async throws {
+        let server = try LoopbackDNSServer(zone: Self.zone, dropAll: true)
+        let dns = try server.resolver(timeout: .seconds(60), attempts: 2)
+        let start = ContinuousClock.now
+        let lookup = Task { try await dns.lookup("example.com", .a) }
+        while server.queryLog.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        lookup.cancel()
+        await #expect {
+            try await lookup.value
+        } throws: { ($0 as? DNSError)?.isTemporary == true }
+        // Not a timing test: without cancellation this takes 2 × 60 s.
+        #expect(ContinuousClock.now - start < .seconds(30))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(server.queryLog.count == 1)
+    }
+
+    /// The same over TCP: a server that takes the connection and never
+    /// answers holds a cancelled exchange no longer than the cancellation.
+    @Test func aCancelledTCPExchangeEnds() async throws {
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let query = try DNSWire.query(id: 1, name: "example.com", type: .a)
+        let start = ContinuousClock.now
+        let exchange = Task {
+            try await DNSTransport.tcpExchange(
+                query: query, server: silent.localAddress!, timeout: .seconds(60),
+                group: MultiThreadedEventLoopGroup.singleton)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        exchange.cancel()
+        await #expect(throws: DNSTransportError.self) { try await exchange.value }
+        // Not a timing test: uncancelled, this waits 60 s.
+        #expect(ContinuousClock.now - start < .seconds(30))
     }
 
     @Test func aNameThatIsNeverAnsweredTimesOutToo() async throws {

@@ -41,6 +41,11 @@ import Testing
     @Test func addressesSplitAtTheFirstAt() throws {
         #expect(Address.split("a@b@c") == ("a", "b@c"))
         #expect(Address.split("nodomain") == ("nodomain", ""))
+        // Per scalar (issue 13 §6): "\u{0D4E}@" is one Character.
+        #expect(Address.split("a\u{0D4E}@evil.com@local.com") == ("a\u{0D4E}", "evil.com@local.com"))
+        #expect(Address.split("a\u{0600}@b") == ("a\u{0600}", "b"))
+        #expect(try Normalize.domain("\u{0301}xn--pingino-q2a.example") == "\u{0301}xn--pingino-q2a.example")
+        #expect(try Normalize.domain("xn--pingino-q2a.\u{0600}.example") == "pingüino.\u{0600}.example")
         #expect(try Normalize.address("Ñandú@XN--PINGINO-Q2A.example") == "ñandú@pingüino.example")
         #expect(try Normalize.domainToUnicode("Ñandú@XN--PINGINO-Q2A.example") == "Ñandú@pingüino.example")
         #expect(try Normalize.domainToUnicode("<>") == "<>")

@@ -57,4 +57,17 @@ import Testing
         #expect(encodeDataBlock([]) == Array(".\r\n".utf8))
         #expect(encodeDataBlock(Array(".".utf8)) == Array("..\r\n.\r\n".utf8))
     }
+
+    /// Issue 13 §5: a bare CR never reaches the wire, so a receiver that
+    /// ends lines at CR cannot find the end of the data in `\r.\r\n`.
+    @Test func aBareCREndsItsLineAndTheDotAfterItIsStuffed() {
+        #expect(
+            encodeDataBlock(Array("X: a\r.\r\nY: b\rc\n\r\r\n.".utf8))
+                == Array("X: a\r\n..\r\nY: b\r\nc\r\n\r\n\r\n..\r\n.\r\n".utf8))
+        #expect(encodeDataBlock(Array("end\r".utf8)) == Array("end\r\n.\r\n".utf8))
+        let wire = encodeDataBlock(Array("a\rb\r\rc\n\r.\r".utf8))
+        for (index, byte) in wire.enumerated() where byte == 13 {
+            #expect(index + 1 < wire.count && wire[index + 1] == 10, "bare CR at \(index) in \(wire)")
+        }
+    }
 }

@@ -142,9 +142,65 @@ import Testing
         "Name<a@b.example>",
         "",
         "<@relay.example:>",
+        // Issue 13 §5: controls in a quoted local part or an address literal.
+        "<\"a\rb\"@x.example>",
+        "<\"a\nb\"@x.example>",
+        "<\"a\u{7F}b\"@x.example>",
+        "<\"a\\\rb\"@x.example>",  // escaped, still a control
+        "<\"a\u{00}\"@x.example>",
+        "<\"a\\\"@x.example>",  // the closing quote escaped
+        "<a@[192.0.2.1\r]>",
+        "<a@[192.0.2.1\u{7F}]>",
+        "<a@[192.0[2].1]>",
+        "<a@[]>",
+        "<a@[ñ]>",
+        // Issue 13 §6: delimiters hidden in a grapheme cluster.
+        "<a\u{0D4E}@evil.example@local.example>",
+        "<a\u{0600}<b@local.example>",
+        "<a\u{0600}\"b@local.example>",
+        "<a\u{0600}\\b@local.example>",
+        "<a@b\u{0600}@local.example>",
+        "<a@b\u{0600}..local.example>",
+        "<\"a\u{0600}\"\"@local.example>",
     ])
     func rejectsInvalid(token: String) {
         #expect(throws: Mailbox.Invalid.self) { try Mailbox.parse(token) }
+    }
+
+    @Test func scalarsThatFuseWithTheirNeighbourStayInTheAddress() throws {
+        // A combining mark after "<" or a Prepend before ">" belongs to the
+        // address, not to the brackets; byte for byte, not just canonically.
+        func parsedBytes(_ token: String) throws -> [UInt8]? {
+            guard case .address(let address) = try Mailbox.parse(token) else { return nil }
+            return Array(address.utf8)
+        }
+        #expect(try parsedBytes("<\u{0301}a@b.example>") == Array("\u{0301}a@b.example".utf8))
+        #expect(try parsedBytes("<a@b.example\u{0600}>") == Array("a@b.example\u{0600}".utf8))
+        #expect(try parsedBytes("<\"n\u{0303} \u{0600}x\"@b.example>") == Array("\"n\u{0303} \u{0600}x\"@b.example".utf8))
+    }
+}
+
+@Suite struct ScalarDelimiterTests {
+    @Test func theVerbEndsAtTheFirstSpaceScalar() {
+        let command = Command(line: Array("MAIL\u{0600} FROM:<a@b>".utf8))
+        #expect(command.verb == "MAIL\u{0600}")
+        #expect(command.argument == "FROM:<a@b>")
+    }
+
+    @Test func thePathPrefixAndTheTokenAreSplitPerScalar() throws {
+        #expect(try PathArgument.extract("FROM:\u{0301}<a@b>", prefix: "FROM:") == "\u{0301}<a@b>")
+        #expect(try PathArgument.extract("TO: \u{0301}<a@b> SIZE=1", prefix: "TO:") == "\u{0301}<a@b>")
+        #expect(try PathArgument.extract("FROM:<a\u{0600}@b>\u{0600} BODY=8BITMIME", prefix: "FROM:") == "<a\u{0600}@b>\u{0600}")
+        // The prefix is compared as ASCII, any case; a non-ASCII letter in
+        // it is no match.
+        #expect(try PathArgument.extract("fRoM:<a@b>", prefix: "FROM:") == "<a@b>")
+        #expect(throws: PathArgument.Failure.self) { try PathArgument.extract("FRÖM:<a@b>", prefix: "FROM:") }
+        #expect(throws: PathArgument.Failure.self) { try PathArgument.extract("T\u{0301}O:<a@b>", prefix: "TO:") }
+    }
+
+    @Test func aReplyIsCutAtEveryLFScalarAndNeverCarriesACROrLFInsideALine() {
+        #expect(Reply(554, "first\r\nsecond\nthird\r").lines == ["first", "second", "third"])
+        #expect(Reply(554, lines: ["a\rb", "c\r\n250 forged"]).encoded == "554-a b\r\n554 c  250 forged\r\n")
     }
 }
 

@@ -173,4 +173,22 @@ private struct Harness {
         #expect(harness.expvar.int("chasquid/smtpIn/commandCount", "GET") == nil)
         await harness.stop()
     }
+
+    /// Issue 13 §5: pipelined commands pass the same CR/LF guard as single
+    /// ones, and a refused batch sends nothing at all (the next reply read
+    /// is NOOP's, not HELO's).
+    @Test func pipelinedCommandsWithALineBreakAreRefusedWhole() async throws {
+        let harness = try await Harness()
+        let client = try await harness.connect()
+        await #expect(throws: ClientError.self) {
+            try await client.sendCommands(["HELO client.example.net", "MAIL FROM:<a\r\nRCPT TO:<x@example.com>@b>"])
+        }
+        await #expect(throws: ClientError.self) { try await client.sendCommands(["NOOP", "NOOP\r"]) }
+        #expect(try await client.command("NOOP", timeout: .seconds(10)) == Reply(250, "2.0.0 OK"))
+        try await client.sendCommands(["HELO client.example.net", "NOOP"])
+        #expect(try await client.readReply(timeout: .seconds(10)) == Reply(250, "mx.example.com"))
+        #expect(try await client.readReply(timeout: .seconds(10)) == Reply(250, "2.0.0 OK"))
+        client.close()
+        await harness.stop()
+    }
 }

@@ -6,14 +6,19 @@ The daemons run as deployed (unprivileged, see deployed.py).
 
 import html
 import re
+import smtplib
 import subprocess
+import threading
 import time
+from pathlib import Path
 import urllib.parse
 
 import pytest
 
 import deployed
+import mta
 import server as S
+from dnstest import DNSServer
 from monitoring import get, request
 from server import ChasquidServer
 from smtpraw import RawSMTP
@@ -149,6 +154,79 @@ def test_a_newline_in_an_auth_identity_forges_no_log_line(srv):
         l for l in srv.mail_log().splitlines() if "auth failed" not in l)
 
 
+# ---------------------------------------------------------------- §5, §6 addresses
+
+
+CATCH_ALL = S.DEFAULT_ALIASES + "*: user\n"
+
+
+@pytest.mark.parametrize("address", [
+    # "\u0D4E@" is one grapheme: per Character the local part held "@evil.test".
+    f"a\u0D4E@evil.test@{S.DOMAIN}",
+    # Controls in a quoted local part and in an address literal.
+    f'"a\rb"@{S.DOMAIN}',
+    f'"a\x01b"@{S.DOMAIN}',
+    f'"a\x7fb"@{S.DOMAIN}',
+    "a@[127.0.0.1\x01]",
+    # A quote and a backslash hidden behind a Prepend scalar.
+    f'"a\u0600""@{S.DOMAIN}',
+    f"a\u0600\\b@{S.DOMAIN}",
+], ids=["fused-at", "quoted-cr", "quoted-soh", "quoted-del", "literal-soh", "fused-quote", "fused-backslash"])
+def test_an_address_with_a_hidden_delimiter_or_a_control_is_refused(address):
+    """Unauthenticated, on port 25, with a catch-all alias that would take
+    any local part: each address is refused at MAIL (501 5.1.7) and at RCPT
+    (501 5.1.3), nothing is queued, and the mail log shows the address
+    escaped on the rejection's own line."""
+    srv = ChasquidServer(aliases=CATCH_ALL)
+    try:
+        srv.start()
+        c = RawSMTP(srv.smtp_port)
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.test")[0] == 250
+        assert c.cmd(f"MAIL FROM:<{address}>") == (501, "5.1.7 Sender address malformed")
+        assert c.cmd("MAIL FROM:<sender@sender.invalid>")[0] == 250
+        assert c.cmd(f"RCPT TO:<{address}>") == (501, "5.1.3 Malformed destination address")
+        # The session goes on: a good recipient still works.
+        assert c.cmd(f"RCPT TO:<{S.USER}>")[0] == 250
+        c.cmd("QUIT")
+        c.close()
+        log = srv.wait_for(lambda: (l := srv.mail_log()).count("rejected") >= 2 and l,
+                           what="both rejections in the mail log")
+        assert "queued" not in log, log
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", log), repr(log)
+        assert len(log.splitlines()) == len([l for l in log.splitlines() if l[:4].isdigit()]), log
+    finally:
+        srv.cleanup()
+
+
+def test_no_bare_cr_reaches_the_wire(tmp_path):
+    """A post-data hook adds a header with `\\r.\\r\\n` in it (hooks may
+    reflect what a client sent). Relayed to a remote server, the DATA block
+    has CRLF and nothing else as line ends, so a receiver that ends lines at
+    CR finds no `.` line inside the message, and the dot after the bare CR
+    is stuffed."""
+    domain = "far.test"
+    with DNSServer({}) as dns:
+        srv = ChasquidServer(flags=[dns.chasquid_flag], outgoing_smtp_port=S.free_port(),
+                             post_data_hook="#!/bin/sh\ncat > /dev/null\n"
+                                            "printf 'X-Hook: a\\r.\\r\\nX-After: b\\n'\n")
+        peer = mta.FakeSMTPPeer(mta.next_loopback(), srv.outgoing_smtp_port, name=f"mx.{domain}")
+        peer.start()
+        try:
+            dns.update(domain, {"MX": [[10, f"mx.{domain}"]]})
+            dns.update(f"mx.{domain}", {"A": [peer.host]})
+            srv.start()
+            subject = "bare-cr"
+            mta.submit(srv, [f"x@{domain}"], mta.make_message(subject, sender=srv.user, to=f"x@{domain}"))
+            wire = peer.wait_for_delivery(subject.encode()).wire
+            assert b"\r\nX-After: b\r\n" in wire, wire
+            assert b"X-Hook: a\r\n..\r\nX-After" in wire, wire
+            assert b"\r" not in wire.replace(b"\r\n", b"") and b"\n" not in wire.replace(b"\r\n", b""), wire
+        finally:
+            peer.stop()
+            srv.cleanup()
+
+
 # ---------------------------------------------------------------- §7 SNI into headers
 
 
@@ -220,3 +298,58 @@ def test_a_cross_site_exit_or_a_rebound_name_is_refused():
         srv.proc.wait(timeout=30)
     finally:
         srv.cleanup()
+
+
+# ---------------------------------------------------------------- §12 threads for blocking work
+
+
+# Hooks waited for at once (BlockingWork.sessionProcessThreads).
+PROCESS_THREADS = 32
+
+
+def thread_count(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
+
+
+def test_the_thread_count_stays_bounded_while_many_hooks_wait(srv):
+    """80 sessions at once, each waiting for a post-data hook that sleeps:
+    the daemon's threads grow by at most its process pool, where one thread
+    per waiting hook used to be made; and every message is accepted."""
+    sessions = 80
+    srv.set_hook("#!/bin/sh\ncat > /dev/null\nsleep 1\n")
+    srv.start()
+    pid = srv.proc.pid
+    # One message first, so the pools that exist at all have been made.
+    mta.send_smtp(srv, "sender@sender.invalid", [S.USER], b"Subject: warm-up\n\nbody\n")
+    before = thread_count(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], thread_count(pid))
+            time.sleep(0.02)
+
+    failures = []
+
+    def send(i):
+        try:
+            with smtplib.SMTP("127.0.0.1", srv.smtp_port, local_hostname="client.test", timeout=120) as c:
+                c.sendmail("sender@sender.invalid", [S.USER], f"Subject: load-{i}\r\n\r\nbody\r\n")
+        except Exception as e:  # noqa: BLE001 - any failure fails the test below
+            failures.append(f"{i}: {e!r}")
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    clients = [threading.Thread(target=send, args=(i,)) for i in range(sessions)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    done.set()
+    sampler.join()
+    assert not failures, failures
+    assert peak[0] <= before + PROCESS_THREADS, (before, peak[0])
+    srv.wait_for(lambda: len([m for m in srv.messages() if b"Subject: load-" in m]) == sessions,
+                 timeout=60, what=f"{sessions} messages delivered")
