@@ -35,7 +35,7 @@ public struct AliasRules: Sendable, Equatable {
     }
 
     private func withoutDrops(_ text: Substring) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.filter { !dropCharacters.unicodeScalars.contains($0) }))
+        String(text.unicodeScalars.filter { !dropCharacters.unicodeScalars.contains($0) })
     }
 
     /// chasquid keeps a user that fails normalisation as it is.

@@ -67,7 +67,8 @@ public enum AliasesFile {
             let item = rawItem.trimmingWhitespace()
             if item.isEmpty { continue }  // "a: b," is fine.
             var recipient = Recipient(item)
-            if let via = item.scalarRange(of: " via ") {
+            // Matched scalar by scalar, not by `Character`.
+            if let via = item.unicodeScalars.firstRange(of: " via ".unicodeScalars) {
                 recipient.kind = .forward
                 recipient.address = item[..<via.lowerBound].trimmingWhitespace()
                 if recipient.address.isEmpty {
@@ -99,24 +100,5 @@ extension StringProtocol {
         guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
         let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
         return String(self[first..<scalars.index(after: last)])
-    }
-
-    /// The first occurrence of `needle`, matched scalar by scalar (not by
-    /// `Character`, nor by Foundation's canonical comparison).
-    func scalarRange(of needle: String) -> Range<Index>? {
-        let scalars = unicodeScalars
-        let pattern = Array(needle.unicodeScalars)
-        var start = scalars.startIndex
-        while start != scalars.endIndex {
-            var position = start
-            var matched = 0
-            while matched < pattern.count, position != scalars.endIndex, scalars[position] == pattern[matched] {
-                position = scalars.index(after: position)
-                matched += 1
-            }
-            if matched == pattern.count { return start..<position }
-            start = scalars.index(after: start)
-        }
-        return nil
     }
 }

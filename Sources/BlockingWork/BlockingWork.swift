@@ -46,6 +46,11 @@ public enum BlockingWork {
         await run(on: filePool, work)
     }
 
+    /// Starts `work` on a file thread and returns at once.
+    public static func startOnFileThread(_ work: @escaping @Sendable () -> Void) {
+        filePool.submit { _ in work() }
+    }
+
     /// Runs `work` on a thread of a process pool and returns its result.
     public static func onProcessThread<T: Sendable>(
         _ pool: ProcessPool, _ work: @escaping @Sendable () -> T

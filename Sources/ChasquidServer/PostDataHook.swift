@@ -52,10 +52,9 @@ public struct PostDataHook: Sendable {
         env["REMOTE_ADDR"] = facts.remoteAddress
         // Per scalar: an ASCII letter with a combining mark is still a letter.
         env["EHLO_DOMAIN"] = String(
-            String.UnicodeScalarView(
-                facts.ehloDomain.unicodeScalars.filter {
-                    $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-.[]:".unicodeScalars.contains($0))
-                }))
+            facts.ehloDomain.unicodeScalars.filter {
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-.[]:".unicodeScalars.contains($0))
+            })
         env["EHLO_DOMAIN_RAW"] = facts.ehloDomain
         env["MAIL_FROM"] = facts.from
         env["RCPT_TO"] = facts.recipients.joined(separator: " ")

@@ -39,7 +39,7 @@ public enum ChildProcess {
     public typealias Pool = BlockingWork.ProcessPool
 
     /// Runs `path` and waits for it, without blocking a Swift concurrency
-    /// thread (the waiting happens on a thread of its own).
+    /// thread (a thread of `pool` waits).
     ///
     /// - Parameters:
     ///   - environment: the child's entire environment, or nil to inherit ours.

@@ -38,7 +38,7 @@ public final class DirectorySyncer: Sendable {
                 state.running = true
                 return true
             }
-            if startWorker { Task { await BlockingWork.onFileThread { self.work() } } }
+            if startWorker { BlockingWork.startOnFileThread { self.work() } }
         }
         if let error { throw error }
     }

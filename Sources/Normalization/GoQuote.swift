@@ -57,6 +57,5 @@ func isGoPrintable(_ scalar: Unicode.Scalar) -> Bool {
 public func goQuotedInner(_ s: String) -> String {
     // The quotes are scalars of their own; `dropFirst` on Characters would
     // take a combining mark or a Prepend scalar next to them too.
-    let quoted = goQuoted(s).unicodeScalars
-    return String(String.UnicodeScalarView(quoted.dropFirst().dropLast()))
+    String(goQuoted(s).unicodeScalars.dropFirst().dropLast())
 }

@@ -44,12 +44,3 @@ extension StringProtocol {
         split(maxSplits: maxSplits, omittingEmptySubsequences: omittingEmptySubsequences) { $0 == separator }
     }
 }
-
-extension Substring {
-    /// This without its last Unicode scalar (`dropLast` drops a whole
-    /// `Character`, which may be several).
-    public func dropLastScalar() -> Substring {
-        guard let last = unicodeScalars.indices.last else { return self }
-        return self[..<last]
-    }
-}

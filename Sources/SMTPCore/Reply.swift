@@ -11,7 +11,7 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     public init(_ code: Int, _ text: String) {
         self.code = code
         self.lines = text.split(scalar: "\n", omittingEmptySubsequences: false).map {
-            String($0.unicodeScalars.last == "\r" ? $0.dropLastScalar() : $0)
+            String($0.unicodeScalars.last == "\r" ? $0.unicodeScalars.dropLast() : $0.unicodeScalars)
         }
     }
 
