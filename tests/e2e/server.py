@@ -33,6 +33,7 @@ owned by that user. As any other user it runs as that user.
 import atexit
 import errno
 import os
+import random
 import shutil
 import signal
 import socket
@@ -118,12 +119,35 @@ def run_bin(cmd, **kwargs):
     return retry_busy(lambda: subprocess.run([str(c) for c in cmd], **kwargs))
 
 
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on, for a daemon to bind later. Below the
+    ephemeral range: a port from there can be taken by an outgoing
+    connection (a client, a delivery) before the daemon binds it. Never the
+    same port twice in one run."""
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(10000, low)
+        if port in _handed_out:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
 
 
 def make_cert(directory, name):
