@@ -42,6 +42,9 @@ let package = Package(
             swiftSettings: strictSettings),
         // System errors spelt as Go spells them (errno texts, exit statuses).
         .target(name: "GoErrors", swiftSettings: strictSettings),
+        // Go's text formats chasquid's files and logs carry: %q quoting, durations,
+        // query escaping, RFC 1123 dates.
+        .target(name: "GoCompat", swiftSettings: strictSettings),
         // User, domain and address normalisation (PRECIS, IDNA/Punycode).
         .target(name: "Normalization", dependencies: ["IDNA"], swiftSettings: strictSettings),
         // IDNA (UTS #46) and Punycode, with tables generated from Unicode data
@@ -51,7 +54,7 @@ let package = Package(
         .target(
             name: "ChasquidConfig",
             dependencies: [
-                "ChasquidProto", "GoErrors",
+                "ChasquidProto", "GoCompat", "GoErrors",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
@@ -83,18 +86,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
-        .target(name: "LocalRPC", swiftSettings: strictSettings),
+        .target(name: "LocalRPC", dependencies: ["GoCompat"], swiftSettings: strictSettings),
         // Per-domain TLS security levels (domaininfo/s:*): upward-only checks, atomic writes.
         .target(
             name: "DomainInfo",
             dependencies: [
-                "ChasquidProto", "DurableFiles", "LocalRPC",
+                "ChasquidProto", "DurableFiles", "GoCompat",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
         ),
         // SMTP protocol logic with no I/O: framing, DATA decoding, the session.
-        .target(name: "SMTPCore", dependencies: ["Normalization"], swiftSettings: strictSettings),
+        .target(name: "SMTPCore", dependencies: ["GoCompat", "Normalization"], swiftSettings: strictSettings),
         // DNS: the wire format, a stub resolver over UDP and TCP, IP addresses.
         .target(
             name: "DNS",
@@ -122,7 +125,8 @@ let package = Package(
         .target(
             name: "RemoteDelivery",
             dependencies: [
-                "DNS", "DomainInfo", "IDNA", "Instrumentation", "MailQueue", "Normalization", "SMTPClient", "SMTPCore",
+                "Courier", "DNS", "DomainInfo", "GoCompat", "IDNA", "Instrumentation", "Normalization", "SMTPClient",
+                "SMTPCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -139,7 +143,7 @@ let package = Package(
         .target(
             name: "Monitoring",
             dependencies: [
-                "ChasquidProto", "Instrumentation", "MailQueue", "Normalization",
+                "ChasquidProto", "GoCompat", "Instrumentation", "MailQueue", "Normalization",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -150,12 +154,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The mail log (COMPAT.md §18).
-        .target(name: "MailLog", dependencies: ["GoErrors", "Normalization"], swiftSettings: strictSettings),
-        // The durable queue, its delivery loops, couriers and DSNs.
+        .target(name: "MailLog", dependencies: ["GoCompat", "GoErrors"], swiftSettings: strictSettings),
+        // Delivering one message to one recipient: the protocol, its results, the MDA
+        // and pipe couriers.
+        .target(
+            name: "Courier", dependencies: ["ChildProcess", "GoCompat", "Normalization"],
+            swiftSettings: strictSettings),
+        // The durable queue, its delivery loops and DSNs.
         .target(
             name: "MailQueue",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DurableFiles", "Instrumentation", "MailLog",
+                "Aliases", "ChasquidProto", "Courier", "DurableFiles", "GoCompat", "Instrumentation", "MailLog",
                 "Normalization",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -166,7 +175,7 @@ let package = Package(
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DNS", "DurableFiles", "Instrumentation", "MailLog", "Normalization",
+                "SMTPCore", "DNS", "DurableFiles", "GoCompat", "Instrumentation", "MailLog", "Normalization",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -181,7 +190,8 @@ let package = Package(
         .target(
             name: "ChasquidServer",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "DNS", "DomainInfo", "DurableFiles", "IDNA",
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DurableFiles",
+                "GoCompat", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
                 "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -203,6 +213,8 @@ let package = Package(
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
         .testTarget(name: "BlockingWorkTests", dependencies: ["BlockingWork"], swiftSettings: strictSettings),
         .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        .testTarget(name: "GoCompatTests", dependencies: ["GoCompat"], swiftSettings: strictSettings),
+        .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
@@ -231,14 +243,14 @@ let package = Package(
         .testTarget(
             name: "MailQueueTests",
             dependencies: [
-                "MailQueue", "MailLog", "Aliases", "ChasquidProto", "DurableFiles",
+                "MailQueue", "MailLog", "Aliases", "ChasquidProto", "Courier", "DurableFiles", "GoCompat",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "RemoteDeliveryTests",
-            dependencies: ["RemoteDelivery", "DNS", "DomainInfo", "MailQueue", "SMTPClient", "SMTPCore"],
+            dependencies: ["RemoteDelivery", "Courier", "DNS", "DomainInfo", "SMTPClient", "SMTPCore"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),

@@ -1,11 +1,13 @@
 import Aliases
 import ChasquidConfig
 import ChasquidProto
+import Courier
 import DNS
 import Dispatch
 import DomainInfo
 import DurableFiles
 import Foundation
+import GoCompat
 import Instrumentation
 import LocalDomains
 import Logging

@@ -1,5 +1,6 @@
 import ChasquidConfig
 import Foundation
+import GoCompat
 
 /// What `chasquid -version` prints.
 public enum ChasquidVersion {

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import ChasquidProto
 import DurableFiles
-import LocalRPC
+import GoCompat
 import SwiftProtobuf
 import Synchronization
 
@@ -151,7 +151,7 @@ public final class DomainInfoStore: Sendable {
 
     /// The file holding `domain`'s record.
     public func path(for domain: String) -> String {
-        directory + "/s:" + FormValues.escape(domain)
+        directory + "/s:" + GoQuery.escape(domain)
     }
 
     /// The incoming check (COMPAT.md §13), for mail from `domain` that
@@ -312,7 +312,7 @@ public final class DomainInfoStore: Sendable {
                 continue
             }
             let escaped = String(file.dropFirst(2))
-            guard let id = try? FormValues.unescape(escaped), FormValues.escape(id) == escaped else {
+            guard let id = try? GoQuery.unescape(escaped), GoQuery.escape(id) == escaped else {
                 report.skipped.append(file)
                 continue
             }

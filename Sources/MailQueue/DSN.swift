@@ -1,5 +1,6 @@
 import ChasquidProto
 import Foundation
+import GoCompat
 import MailLog
 
 /// Delivery status notifications (RFC 3464, RFC 6533), in chasquid's shape

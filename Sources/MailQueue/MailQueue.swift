@@ -1,7 +1,8 @@
 import Aliases
-import ChasquidConfig
 import ChasquidProto
+import Courier
 import DurableFiles
+import GoCompat
 import Instrumentation
 import Foundation
 import Logging

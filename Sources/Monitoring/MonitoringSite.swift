@@ -1,5 +1,6 @@
 import ChasquidProto
 import Foundation
+import GoCompat
 import Instrumentation
 import MailQueue
 import Normalization

@@ -1,9 +1,10 @@
 import DNS
 import DomainInfo
 import Foundation
+import GoCompat
 import IDNA
 import Instrumentation
-import MailQueue
+import Courier
 import NIOCore
 import NIOPosix
 import NIOSSL

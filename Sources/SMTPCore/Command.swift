@@ -1,3 +1,4 @@
+import GoCompat
 import Normalization
 
 /// A command line split into its verb and argument (RFC 5321 §4.1.1).

@@ -1,4 +1,5 @@
 import DurableFiles
+import GoCompat
 import Instrumentation
 import Logging
 import MailLog

@@ -1,4 +1,5 @@
 import Foundation
+import GoCompat
 import MailLog
 import Normalization
 import SMTPCore

@@ -19,9 +19,4 @@ import Testing
         #expect(throws: FormValues.DecodingError.self) { try FormValues.decode("a=%zz") }
         #expect(throws: FormValues.DecodingError.self) { try FormValues.decode("a=%C3") }
     }
-
-    @Test func escapeKeepsUnreservedCharacters() {
-        #expect(FormValues.escape("AZaz09-_.~") == "AZaz09-_.~")
-        #expect(FormValues.escape("a b/c") == "a+b%2Fc")
-    }
 }

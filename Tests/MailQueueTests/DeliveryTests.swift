@@ -1,7 +1,9 @@
 import Aliases
 import ChasquidProto
+import Courier
 import DurableFiles
 import Foundation
+import GoCompat
 import MailLog
 import Testing
 
@@ -136,17 +138,6 @@ import Testing
         let id = try await h.put(from: "s@local.com", to: ["u@local.com"], data: "x\n")
         #expect(await h.waitForLine("\(id) from=s@local.com completed loop, next in \(expected)"))
         await h.queue.stop()
-    }
-}
-
-@Suite struct CRLFConversionTests {
-    @Test func bareLineFeedsBecomeCRLFAndExistingCRLFStaysOne() {
-        let stored = Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\nReceived-SPF: pass\n\nbody\n".utf8)
-        #expect(
-            toCRLF(stored)
-                == Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\r\nReceived-SPF: pass\r\n\r\nbody\r\n".utf8))
-        #expect(toCRLF(Array("a\rb\n".utf8)) == Array("a\rb\r\n".utf8))
-        #expect(toCRLF([]) == [])
     }
 }
 

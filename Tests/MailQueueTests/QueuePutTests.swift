@@ -1,5 +1,6 @@
 import Aliases
 import ChasquidProto
+import Courier
 import DurableFiles
 import Foundation
 import MailLog

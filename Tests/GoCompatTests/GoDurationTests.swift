@@ -1,6 +1,6 @@
 import Testing
 
-@testable import ChasquidConfig
+@testable import GoCompat
 
 @Suite struct GoDurationTests {
     @Test(arguments: [

@@ -1,6 +1,6 @@
 import Foundation
 import ChildProcess
-import MailLog
+import GoCompat
 import Normalization
 
 /// Local delivery through the MDA (`mail_delivery_agent_bin` and `_args`,

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Normalization
+@testable import GoCompat
 
 /// Expected values are what Go's strconv.Quote gives for the same input.
 @Suite struct GoQuoteTests {

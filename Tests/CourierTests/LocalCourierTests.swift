@@ -2,7 +2,7 @@ import DurableFiles
 import Foundation
 import Testing
 
-@testable import MailQueue
+@testable import Courier
 
 /// The MDA and pipe couriers (COMPAT.md §12.4, "MDA arguments" and the courier table).
 @Suite struct LocalCourierTests {
@@ -170,5 +170,16 @@ import Testing
         let out = dir.path + "/out"
         #expect(await PipeCourier().deliver(from: "s@x", to: "tee \(out)", data: Array("a\nb\n".utf8)) == .sent)
         #expect(try readFile(out) == Array("a\nb\n".utf8))
+    }
+}
+
+@Suite struct CRLFConversionTests {
+    @Test func bareLineFeedsBecomeCRLFAndExistingCRLFStaysOne() {
+        let stored = Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\nReceived-SPF: pass\n\nbody\n".utf8)
+        #expect(
+            toCRLF(stored)
+                == Array("Authentication-Results: mx\r\n\t;spf=pass (matched ip)\r\nReceived-SPF: pass\r\n\r\nbody\r\n".utf8))
+        #expect(toCRLF(Array("a\rb\n".utf8)) == Array("a\rb\r\n".utf8))
+        #expect(toCRLF([]) == [])
     }
 }

@@ -28,16 +28,3 @@ public protocol BatchCourier: Courier {
     /// - Returns: one result per recipient, in order.
     func deliver(from: String, to: [String], data: [UInt8], via: [String]) async -> [DeliveryResult]
 }
-
-/// For recipients no courier handles yet (remote mail, before outgoing SMTP
-/// exists): every attempt is a temporary failure, so the message stays
-/// queued and is retried until `give_up_send_after`.
-public struct UnavailableCourier: Courier {
-    public var reason: String
-
-    public init(reason: String) { self.reason = reason }
-
-    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
-        .temporary(reason)
-    }
-}
