@@ -263,6 +263,7 @@ let package = Package(
             dependencies: [
                 "SMTPServer", "SMTPCore", "SMTPClient", "Instrumentation", "Monitoring", "DurableFiles", "MailLog",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -66,6 +66,22 @@ public struct QueueSettings: Sendable {
     }
 }
 
+/// The queue's sense of time: wall-clock dates for what it records (when an
+/// item was created, when it is next tried; they outlive the process), and a
+/// clock to wait on between attempts, which tests replace to move time on
+/// without sleeping.
+public struct QueueTime: Sendable {
+    public var now: @Sendable () -> Date
+    public var clock: any Clock<Duration>
+
+    public init(now: @escaping @Sendable () -> Date, clock: any Clock<Duration>) {
+        self.now = now
+        self.clock = clock
+    }
+
+    public static let system = QueueTime(now: Date.init, clock: ContinuousClock())
+}
+
 /// The couriers, by kind of recipient.
 public struct Couriers: Sendable {
     public var local: any Courier
@@ -95,6 +111,7 @@ public actor MailQueue {
     /// The daemon log's queue lines, as chasquid writes them
     /// (`Queue.SendLoop <id>: <recipient> sent`): tools and howtos grep them.
     let logger: Logger
+    let time: QueueTime
     private var items: [String: Queue_Message] = [:]
     private var loops: [String: Task<Void, Never>] = [:]
     private var itemTraces: [String: Trace] = [:]
@@ -104,9 +121,10 @@ public actor MailQueue {
     public init(
         settings: QueueSettings, environment: QueueEnvironment, couriers: Couriers, log: MailLog,
         metrics: ServerMetrics = .discarding, traces: TraceRegistry? = nil,
-        logger: Logger = Logger(label: "queue", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "queue", factory: { _ in SwiftLogNoOpLogHandler() }), time: QueueTime = .system
     ) {
         self.logger = logger
+        self.time = time
         self.settings = settings
         self.environment = environment
         self.couriers = couriers
@@ -176,7 +194,7 @@ public actor MailQueue {
         }
         let id = QueueID.generate()
         message.id = id
-        message.createdAtTs = Google_Protobuf_Timestamp(date: Date())
+        message.createdAtTs = Google_Protobuf_Timestamp(date: time.now())
         // The disk work runs off the actor, so concurrent puts fsync in
         // parallel, and their renames share one directory fsync.
         let envelope = Array(message.textFormatString().utf8)
@@ -313,7 +331,7 @@ public actor MailQueue {
 
     func age(_ message: Queue_Message) -> Duration {
         let created = message.createdAtTs.date
-        return .milliseconds(Int64(max(0, Date().timeIntervalSince(created)) * 1000))
+        return .milliseconds(Int64(max(0, time.now().timeIntervalSince(created)) * 1000))
     }
 
     private func deliveryLoop(_ id: String, fresh: Bool) async {
@@ -333,9 +351,9 @@ public actor MailQueue {
             log.loopCompleted(id: id, from: updated.from, nextIn: nextIn)
             sendLoopLog(id, "waiting for \(nextIn)")
             itemTraces[id]?.log("next attempt in \(nextIn)")
-            nextAttempts[id] = Date().addingTimeInterval(Double(nanoseconds) / 1e9)
+            nextAttempts[id] = time.now().addingTimeInterval(Double(nanoseconds) / 1e9)
             do {
-                try await Task.sleep(for: delay)
+                try await time.clock.sleep(for: delay)
             } catch {
                 return
             }
@@ -515,7 +533,7 @@ public actor MailQueue {
         let undelivered = message.rcpt.contains { $0.status != .sent }
         if undelivered && message.from != "<>" {
             let data = (try? readFile(dataPath(id))) ?? []
-            let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message))
+            let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message), now: time.now())
             do {
                 let dsnID = try await put(from: "<>", to: [message.from], data: dsn)
                 metrics.count(MetricCatalog.dsnQueued)

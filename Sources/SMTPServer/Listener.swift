@@ -172,7 +172,7 @@ public struct BoundListener: Sendable {
                     let connection = Connection(
                         settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
                         logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,
-                        metrics: listener.metrics, trace: trace)
+                        metrics: listener.metrics, trace: trace, clock: ContinuousClock())
                     group.addTask { await connection.run(child, implicitTLS: implicitTLS) }
                 }
             }

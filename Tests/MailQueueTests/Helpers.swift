@@ -5,6 +5,7 @@ import DurableFiles
 import Foundation
 import MailLog
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 @testable import MailQueue
@@ -87,7 +88,9 @@ struct Harness {
         retryDelay: Duration = .milliseconds(50),
         local: FakeCourier = FakeCourier(),
         remote: FakeCourier = FakeCourier(),
-        pipe: FakeCourier = FakeCourier()
+        pipe: FakeCourier = FakeCourier(),
+        retrySchedule: (@Sendable (Duration) -> Duration)? = nil,
+        time: QueueTime = .system
     ) {
         self.dir = dir
         self.log = try! MailLog(.memory)
@@ -106,11 +109,12 @@ struct Harness {
                 directory: dir.path + "/queue",
                 maxItems: maxItems,
                 giveUpAfter: giveUpAfter,
-                retryDelay: { _ in retryDelay }
+                retryDelay: retrySchedule ?? { _ in retryDelay }
             ),
             environment: environment,
             couriers: Couriers(local: local, pipe: pipe, remote: remote),
-            log: log
+            log: log,
+            time: time
         )
     }
 
@@ -194,4 +198,36 @@ struct ParsedMail {
     }
 
     func value(_ name: String) -> String? { values(name).first }
+}
+
+/// Virtual time for the queue: a sleep moves the clock to its deadline at
+/// once, so a day of retries runs in milliseconds, and the queue's dates
+/// follow the same clock.
+final class VirtualClock: Clock, Sendable {
+    struct Instant: InstantProtocol {
+        var offset: Duration
+        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
+        func duration(to other: Instant) -> Duration { other.offset - offset }
+        static func < (a: Instant, b: Instant) -> Bool { a.offset < b.offset }
+    }
+
+    static let base = Date(timeIntervalSince1970: 1_700_000_000)
+    private let current = Mutex(Instant(offset: .zero))
+    var now: Instant { current.withLock { $0 } }
+    var minimumResolution: Duration { .zero }
+
+    /// The wall-clock date this clock stands at.
+    var date: Date {
+        let (seconds, attoseconds) = now.offset.components
+        return Self.base.addingTimeInterval(Double(seconds) + Double(attoseconds) / 1e18)
+    }
+
+    var queueTime: QueueTime { QueueTime(now: { [self] in date }, clock: self) }
+
+    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+        try Task.checkCancellation()
+        current.withLock { if $0 < deadline { $0 = deadline } }
+        await Task.yield()
+        try Task.checkCancellation()
+    }
 }

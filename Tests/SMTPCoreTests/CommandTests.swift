@@ -223,8 +223,8 @@ import Testing
     /// one and not the other would be counted as unknown, or miscounted.
     @Test func everyKnownVerbIsHandledAndNoOtherIs() async {
         for verb in Command.knownVerbs.sorted() + ["XYZZY", "EHLOX"] {
-            var session = Session(mode: .smtp, hostname: "mx.example.com", maxDataSize: 1000, onTLS: false, remoteIP: nil)
-            let reply = await session.handle(Command(verb: verb, argument: ""), policy: FakePolicy()).reply
+            var h = Harness()
+            let reply = await h.send(verb).reply
             let unknown = reply.code == 500 && reply.text == "5.5.1 Unknown command"
             #expect(unknown == !Command.knownVerbs.contains(verb), "\(verb): \(reply.code) \(reply.text)")
         }

@@ -1,8 +1,6 @@
 import Foundation
 import GoCompat
-import MailLog
 import Normalization
-import SMTPCore
 
 /// The `Received:` header we add to every message (COMPAT.md §12.3), in the
 /// internal LF form with `\n\t` folds. Recipients are never listed, so Bcc

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import SMTPServer
+@testable import SMTPCore
 
 /// The header block found in DATA pieces of any size, each byte looked at
 /// once (issue 13 §2: a rescan per read made small pieces O(n²)).

@@ -1,0 +1,108 @@
+import GoCompat
+import Instrumentation
+import Logging
+import MailLog
+import NIOCore
+import SMTPCore
+
+/// Turns a connection's session notes and I/O events into the daemon log
+/// (the fail2ban lines), the mail log, metrics and the connection's trace.
+struct SessionObserver {
+    let mode: ListenerMode
+    let remoteAddress: String
+    let logger: Logger
+    let mailLog: MailLog
+    let metrics: ServerMetrics
+    let trace: Trace
+
+    func opened() {
+        metrics.adjust(MetricCatalog.openConnections, by: 1)
+        trace.log("\(mode.rawValue) connection from \(remoteAddress)")
+    }
+
+    func closed(after duration: Duration) {
+        metrics.adjust(MetricCatalog.openConnections, by: -1)
+        metrics.record(MetricCatalog.smtpSessionDuration, mode.rawValue, duration: duration)
+        trace.log("closed")
+        trace.finish()
+    }
+
+    func connectionError(_ error: any Error) {
+        trace.log("connection error: \(error)")
+        logger.debug("SMTP.Conn \(remoteAddress): closed: \(error)")
+    }
+
+    func handshakeFailed(_ error: any Error) {
+        metrics.count(MetricCatalog.tlsHandshakeFailures, mode.rawValue)
+        trace.error("TLS handshake failed: \(error)")
+    }
+
+    func tlsEstablished(_ details: TLSDetails) {
+        trace.log("TLS established: \(details.version), server name \(details.serverName ?? "(none)")")
+    }
+
+    /// A reply written: counted by code (unless chasquid does not count it), and traced.
+    func sent(_ reply: Reply, counted: Bool) {
+        guard counted else {
+            trace.log("< \(reply.code) \(reply.text)")
+            return
+        }
+        metrics.count(MetricCatalog.responseCodeCount, String(reply.code))
+        if reply.isError {
+            trace.error("< \(reply.code) \(reply.text)")
+        } else {
+            trace.log("< \(reply.code) \(reply.text)")
+        }
+    }
+
+    func observe(_ note: SessionNote, registry: ConnectionRegistry, connection id: Int) {
+        let prefix = "SMTP.Conn \(remoteAddress): error:"
+        switch note {
+        case .command(let command):
+            trace.log("> " + command.traceText)
+            count(command)
+        case .authResponse:
+            trace.log("> (AUTH response not shown)")
+        case .failed(let command, let reply):
+            // The fail2ban contract (COMPAT.md §11.5), Go-quoted without the
+            // outer quotes (`unknown<\"X\">`).
+            if Command.httpVerbs.contains(command.verb) {
+                logger.info("\(prefix) http command, closing connection")
+            } else {
+                logger.info("\(prefix) \(goQuotedInner("\(command.reportedVerb) failed: \(reply.code)  \(reply.text)"))")
+            }
+        case .rejected(let rejection):
+            mailLog.rejected(remote: remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
+        case .tooManyErrors:
+            trace.error("too many errors, breaking connection")
+            logger.info("\(prefix) too many errors, breaking connection")
+        case .authenticated(let user, let succeeded):
+            mailLog.auth(remote: remoteAddress, user: user, succeeded: succeeded)
+        case .dataStarted(let onTLS):
+            metrics.count(MetricCatalog.incomingTLSCount, onTLS ? "tls" : "plain")
+            registry.setInData(id, true)
+        case .dataEnded:
+            registry.setInData(id, false)
+        case .loopDetected(let count):
+            metrics.count(MetricCatalog.loopsDetected)
+            trace.error("loop detected: \(count) Received headers")
+        case .connectionLostDuringData:
+            trace.error("connection lost during DATA")
+        case .timedOut:
+            trace.error("timed out waiting for a command")
+        }
+    }
+
+    /// chasquid counts every command but QUIT, and HTTP verbs apart.
+    private func count(_ command: Command) {
+        if Command.httpVerbs.contains(command.verb) {
+            metrics.count(MetricCatalog.wrongProtoCount, command.verb)
+        } else if Command.knownVerbs.contains(command.verb) {
+            if command.verb != "QUIT" { metrics.count(MetricCatalog.commandCount, command.verb) }
+        } else {
+            // The label comes from the client: bounded.
+            metrics.count(
+                MetricCatalog.commandCount, clientLabel: command.reportedVerb, overflow: Command.unknownVerbOverflow)
+        }
+    }
+}
