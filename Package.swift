@@ -209,12 +209,14 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
+        // What the test targets share: temporary directories, a clock tests move.
+        .target(name: "TestSupport", swiftSettings: strictSettings),
 
         .testTarget(name: "DurableFilesTests", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
         .testTarget(name: "BlockingWorkTests", dependencies: ["BlockingWork"], swiftSettings: strictSettings),
         .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         .testTarget(name: "GoCompatTests", dependencies: ["GoCompat"], swiftSettings: strictSettings),
-        .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles"], swiftSettings: strictSettings),
+        .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
@@ -243,7 +245,7 @@ let package = Package(
         .testTarget(
             name: "MailQueueTests",
             dependencies: [
-                "MailQueue", "MailLog", "Aliases", "ChasquidProto", "Courier", "DurableFiles", "GoCompat",
+                "MailQueue", "MailLog", "Aliases", "ChasquidProto", "Courier", "DurableFiles", "GoCompat", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strictSettings
@@ -255,13 +257,20 @@ let package = Package(
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ChasquidServerTests", dependencies: ["ChasquidServer", "SMTPServer", "SMTPCore", "ChildProcess", "SPF"],
+            name: "ChasquidServerTests",
+            dependencies: [
+                "ChasquidServer", "ChasquidConfig", "SMTPServer", "SMTPClient", "SMTPCore", "ChildProcess", "SPF",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings),
         .testTarget(name: "AdminToolTests", dependencies: ["AdminTool"], swiftSettings: strictSettings),
         .testTarget(
             name: "SMTPServerTests",
             dependencies: [
                 "SMTPServer", "SMTPCore", "SMTPClient", "Instrumentation", "Monitoring", "DurableFiles", "MailLog",
+                "TestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

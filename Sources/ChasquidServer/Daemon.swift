@@ -67,19 +67,25 @@ public final class Daemon: Sendable {
     let rpc: LocalRPCServer
     let certificates: CertificateStore
     let registry = ConnectionRegistry()
+    private let serving = Mutex<Serving?>(nil)
+    private let shuttingDown = Atomic<Bool>(false)
+    private let shutdownDone: AsyncStream<Void>
+    private let shutdownFinished: AsyncStream<Void>.Continuation
     /// The monitoring HTTP server, when `monitoring_address` is set.
     let monitoring: MonitoringServer?
     /// How long a shutdown waits for transactions in progress.
     public static let drainTimeout: Duration = .seconds(60)
 
-    public init(options given: DaemonOptions) async throws(StartupError) {
+    /// The daemon as `main` starts it: logging from the flags, the config
+    /// loaded, then a chdir into the config directory (COMPAT.md §2, §11.4),
+    /// so every path is relative to it as the admin wrote it.
+    public convenience init(options given: DaemonOptions) async throws(StartupError) {
         var options = given
         // -logfile is resolved before the chdir into the config dir
         // (COMPAT.md §2), so SIGHUP reopens the file the admin named.
         if !options.logFile.isEmpty && !options.logFile.hasPrefix("/") {
             options.logFile = FileManager.default.currentDirectoryPath + "/" + options.logFile
         }
-        self.options = options
         var sinks = DaemonLogHandler.Sinks(
             stderrTimestamps: options.logTime, syslog: !options.syslogTag.isEmpty, verbose: options.verbose)
         if !options.syslogTag.isEmpty {
@@ -98,7 +104,6 @@ public final class Daemon: Sendable {
             }
         }
         let logger = Logger(label: "chasquid") { _ in DaemonLogHandler(sinks: sinks) }
-        self.logger = logger
 
         let configPath = options.configDirectory + "/chasquid.conf"
         let config: Config
@@ -108,15 +113,32 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error loading config: \(error)")
         }
-        self.config = config
         guard FileManager.default.changeCurrentDirectoryPath(options.configDirectory) else {
             throw StartupError(description: "Error changing to config dir \(options.configDirectory)")
         }
-        let workingDirectory = FileManager.default.currentDirectoryPath
+        try await self.init(config: config, options: options, logger: logger, baseDirectory: "")
+    }
+
+    /// Builds the server from a loaded config: mail log, monitoring,
+    /// certificates, domains, DNS, domain info, queue, listeners, local RPC.
+    /// Paths in the config and the `certs/`, `domains/` and `hooks/`
+    /// directories are taken relative to `baseDirectory` (with its trailing
+    /// `/`), or to the working directory when it is empty, as after `main`'s
+    /// chdir. Tests build servers this way, side by side in one process.
+    public init(config: Config, options: DaemonOptions, logger: Logger, baseDirectory: String) async throws(StartupError) {
+        self.options = options
+        self.config = config
+        self.logger = logger
+        let (shutdownDone, shutdownFinished) = AsyncStream<Void>.makeStream()
+        self.shutdownDone = shutdownDone
+        self.shutdownFinished = shutdownFinished
+        let workingDirectory =
+            baseDirectory.isEmpty ? FileManager.default.currentDirectoryPath : (baseDirectory.hasSuffix("/") ? String(baseDirectory.dropLast()) : baseDirectory)
+        func path(_ relative: String) -> String { relative.hasPrefix("/") ? relative : baseDirectory + relative }
 
         // A relative path stays relative to the config dir, as the admin
         // wrote it: errors name it that way, and the cwd never changes again.
-        let destination = MailLog.Destination(configValue: config.mailLogPath)
+        let destination = MailLog.Destination(configValue: config.mailLogPath.hasPrefix("<") ? config.mailLogPath : path(config.mailLogPath))
         do {
             mailLog = try MailLog(destination)
         } catch {
@@ -127,40 +149,19 @@ public final class Daemon: Sendable {
         let metrics: ServerMetrics
         let traces: TraceRegistry?
         let queueBox = Mutex<MailQueue?>(nil)
-        if config.monitoringAddress.isEmpty {
-            metrics = .discarding
-            traces = nil
-            monitoring = nil
-        } else {
-            let backends = MetricsBackends()
-            metrics = backends.metrics
-            metrics.set(MetricCatalog.sourceDateTimestamp, Double(ChasquidVersion.sourceDateTimestamp))
-            let registry = TraceRegistry()
-            traces = registry
-            let sources = MonitoringSources(
-                hostname: config.hostname, version: ChasquidVersion.version, sourceDate: ChasquidVersion.sourceDate,
-                started: Date(), commandLine: options.commandLine, configText: Configuration.render(config),
-                flagsText: options.flagsText, metrics: backends, traces: registry,
-                queueStatus: { await queueBox.withLock { $0 }?.status ?? [] },
-                exit: {
-                    // The same way out as SIGTERM: drain, then exit 0.
-                    logger.info("POST /exit on the monitoring server")
-                    kill(getpid(), SIGTERM)
-                })
-            do {
-                guard case .address(let host, let port) = try ListenSocket(parsing: config.monitoringAddress) else {
-                    throw StartupError(description: "invalid address")
-                }
-                monitoring = try await MonitoringServer.bind(
-                    host: host, port: port, site: MonitoringSite(sources: sources), group: MultiThreadedEventLoopGroup.singleton)
-            } catch {
-                throw StartupError(description: "Monitoring server failed: \(config.monitoringAddress): \(error)")
-            }
-            logger.info("Monitoring HTTP server listening on \(config.monitoringAddress)")
-        }
+        let owner = Mutex(WeakDaemon())
+        (metrics, traces, monitoring) = try await Self.startMonitoring(
+            config: config, options: options, logger: logger,
+            queueStatus: { await queueBox.withLock { $0 }?.status ?? [] },
+            exit: {
+                // The same way out as SIGTERM: drain, then `run` returns.
+                logger.info("POST /exit on the monitoring server")
+                let daemon = owner.withLock { $0.daemon }
+                Task { await daemon?.shutdown(reason: "POST /exit") }
+            })
 
         do {
-            certificates = try CertificateStore(certsDirectory: "certs/") { logger.info("\($0)") }
+            certificates = try CertificateStore(certsDirectory: path("certs/")) { logger.info("\($0)") }
         } catch {
             throw StartupError(description: error.description)
         }
@@ -168,7 +169,7 @@ public final class Daemon: Sendable {
 
         let rules = AliasRules(suffixSeparators: config.suffixSeparators, dropCharacters: config.dropCharacters)
         do {
-            domains = try LocalDomainStore(domainsDirectory: "domains/", rules: rules)
+            domains = try LocalDomainStore(domainsDirectory: path("domains/"), rules: rules)
         } catch {
             throw StartupError(description: "Error loading domains: \(error)")
         }
@@ -186,7 +187,7 @@ public final class Daemon: Sendable {
         logger.info("DNS servers: \(resolverConfiguration.servers.map { "\($0)" }.joined(separator: ", "))")
 
         // Relative to the config dir, and named as the admin wrote it.
-        let dataDirectory = config.dataDir
+        let dataDirectory = path(config.dataDir)
         do {
             try makeDirectories(dataDirectory, mode: 0o700)
         } catch {
@@ -247,6 +248,51 @@ public final class Daemon: Sendable {
         let hook = PostDataHook(
             path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics)
         let sink = QueueSink(queue: queue, hook: hook, mailLog: mailLog, isLocal: { domainStore.snapshot.isLocal($0) })
+        let listeners = try Self.makeListeners(
+            config: config, options: options, logger: logger, certificates: certificates, policy: policy, sink: sink,
+            mailLog: mailLog, registry: registry, metrics: metrics, traces: traces)
+        if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
+        self.listeners = listeners
+        rpc = LocalRPCServer(
+            socketPath: dataDirectory + "/localrpc-v1", policy: policy, securityLevels: levels, logger: logger)
+        owner.withLock { $0.daemon = self }
+    }
+
+    /// Metrics and traces are kept only when something can show them: the
+    /// monitoring server, started here when `monitoring_address` is set.
+    private static func startMonitoring(
+        config: Config, options: DaemonOptions, logger: Logger,
+        queueStatus: @escaping @Sendable () async -> [QueueItemStatus], exit: @escaping @Sendable () -> Void
+    ) async throws(StartupError) -> (ServerMetrics, TraceRegistry?, MonitoringServer?) {
+        guard !config.monitoringAddress.isEmpty else { return (.discarding, nil, nil) }
+        let backends = MetricsBackends()
+        let metrics = backends.metrics
+        metrics.set(MetricCatalog.sourceDateTimestamp, Double(ChasquidVersion.sourceDateTimestamp))
+        let traces = TraceRegistry()
+        let sources = MonitoringSources(
+            hostname: config.hostname, version: ChasquidVersion.version, sourceDate: ChasquidVersion.sourceDate,
+            started: Date(), commandLine: options.commandLine, configText: Configuration.render(config),
+            flagsText: options.flagsText, metrics: backends, traces: traces, queueStatus: queueStatus, exit: exit)
+        let monitoring: MonitoringServer
+        do {
+            guard case .address(let host, let port) = try ListenSocket(parsing: config.monitoringAddress) else {
+                throw StartupError(description: "invalid address")
+            }
+            monitoring = try await MonitoringServer.bind(
+                host: host, port: port, site: MonitoringSite(sources: sources), group: MultiThreadedEventLoopGroup.singleton)
+        } catch {
+            throw StartupError(description: "Monitoring server failed: \(config.monitoringAddress): \(error)")
+        }
+        logger.info("Monitoring HTTP server listening on \(config.monitoringAddress)")
+        return (metrics, traces, monitoring)
+    }
+
+    /// One listener per address of each mode; `systemd` takes the sockets
+    /// systemd passed under that mode's name.
+    private static func makeListeners(
+        config: Config, options: DaemonOptions, logger: Logger, certificates: CertificateStore, policy: ServerPolicy,
+        sink: QueueSink, mailLog: MailLog, registry: ConnectionRegistry, metrics: ServerMetrics, traces: TraceRegistry?
+    ) throws(StartupError) -> [Listener] {
         var listeners: [Listener] = []
         let systemdSockets: [String: [Int32]]
         do {
@@ -284,14 +330,13 @@ public final class Daemon: Sendable {
                         logger: logger, mailLog: mailLog, registry: registry, metrics: metrics, traces: traces))
             }
         }
-        if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
-        self.listeners = listeners
-        rpc = LocalRPCServer(
-            socketPath: dataDirectory + "/localrpc-v1", policy: policy, securityLevels: levels, logger: logger)
+        return listeners
     }
 
-    /// Binds every listener and serves until a signal ends the process.
-    public func run() async throws(StartupError) {
+    /// Binds every listener, then serves until `shutdown` has drained them.
+    /// - Parameter onListening: called once every socket is bound (tests
+    ///   read the ports that port 0 picked).
+    public func run(onListening: @Sendable ([BoundListener]) -> Void = { _ in }) async throws(StartupError) {
         let group = MultiThreadedEventLoopGroup.singleton
         var bound: [BoundListener] = []
         for listener in listeners {
@@ -301,6 +346,7 @@ public final class Daemon: Sendable {
                 mailLog.listening(b.localAddress)
                 logger.info("Server listening on \(b.localAddress) (\(listener.settings.mode.rawValue))")
             } catch {
+                for b in bound { await b.stopAccepting() }
                 throw StartupError(description: "Error listening: \(listener.socket): \(error)")
             }
         }
@@ -308,113 +354,118 @@ public final class Daemon: Sendable {
         do {
             rpcServer = try await rpc.bind(group: group)
         } catch {
+            for b in bound { await b.stopAccepting() }
             throw StartupError(description: "Error starting local RPC: \(error)")
         }
-        installSignalHandlers(bound: bound)
+        let running = bound
+        serving.withLock { $0 = Serving(listeners: running, rpc: rpcServer.channel) }
+        onListening(bound)
         let logger = self.logger
         let domains = self.domains
         let reloadEvery = options.reloadEvery
-        await withDiscardingTaskGroup { tasks in
-            for listener in bound {
+        let tasks = Task {
+            await withDiscardingTaskGroup { tasks in
+                for listener in running {
+                    tasks.addTask {
+                        do { try await listener.serve() } catch { logger.info("Listener \(listener.localAddress) ended: \(error)") }
+                    }
+                }
                 tasks.addTask {
-                    do { try await listener.serve() } catch { logger.info("Listener \(listener.localAddress) ended: \(error)") }
+                    do { try await self.rpc.serve(rpcServer) } catch { logger.info("Local RPC ended: \(error)") }
                 }
-            }
-            tasks.addTask {
-                do { try await self.rpc.serve(rpcServer) } catch { logger.info("Local RPC ended: \(error)") }
-            }
-            if let monitoring = self.monitoring {
+                if let monitoring = self.monitoring {
+                    tasks.addTask {
+                        do { try await monitoring.serve() } catch { logger.info("Monitoring server ended: \(error)") }
+                    }
+                }
                 tasks.addTask {
-                    do { try await monitoring.serve() } catch { logger.info("Monitoring server ended: \(error)") }
+                    await domains.reloadPeriodically(every: reloadEvery) { error in
+                        logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+                    }
                 }
             }
-            tasks.addTask {
-                await domains.reloadPeriodically(every: reloadEvery) { error in
-                    logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
-                }
+        }
+        // `shutdown` ends the stream once everything is drained and closed.
+        for await _ in shutdownDone {}
+        tasks.cancel()
+        await tasks.value
+    }
+
+    /// What `run` started, for `shutdown` to stop.
+    private struct Serving {
+        var listeners: [BoundListener]
+        var rpc: any Channel
+    }
+
+    /// SIGHUP: reopens the logs and reloads domains, domain info and
+    /// certificates; a failed reload keeps what was loaded before.
+    public func reload() {
+        logger.info("Received SIGHUP, reloading")
+        // A failed reopen keeps writing to the old file (chasquid
+        // exits instead), and says so where it can still be read.
+        if !options.logFile.isEmpty {
+            do {
+                try DaemonLogHandler.openFile(options.logFile)
+            } catch {
+                logger.error("Error reopening log file: \(error)")
             }
+        }
+        do {
+            try mailLog.reopen()
+        } catch {
+            logger.error("Error reopening mail log: \(error)")
+        }
+        do {
+            try domains.reload()
+        } catch {
+            logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+        }
+        // chasquid exits on a broken domaininfo file; like users and
+        // aliases, we keep the levels we have (docs/compatibility.md).
+        do {
+            try securityLevels.reload()
+        } catch {
+            logger.info("Error reloading domain info (keeping the previous levels): \(error)")
+        }
+        // chasquid restarts for new certificates; we reload them (COMPAT.md §22.2).
+        do {
+            try certificates.reload { logger.info("\($0)") }
+        } catch {
+            logger.info("Error reloading certificates (keeping the previous ones): \(error)")
         }
     }
 
-    private func installSignalHandlers(bound: [BoundListener]) {
-        signal(SIGHUP, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        let queue = DispatchQueue(label: "chasquid.signals")
-        let logger = self.logger
-        let domains = self.domains
-        let mailLog = self.mailLog
-        let logFile = options.logFile
-        let certificates = self.certificates
-        let securityLevels = self.securityLevels
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-        hup.setEventHandler {
-            logger.info("Received SIGHUP, reloading")
-            // A failed reopen keeps writing to the old file (chasquid
-            // exits instead), and says so where it can still be read.
-            if !logFile.isEmpty {
-                do {
-                    try DaemonLogHandler.openFile(logFile)
-                } catch {
-                    logger.error("Error reopening log file: \(error)")
-                }
-            }
-            do {
-                try mailLog.reopen()
-            } catch {
-                logger.error("Error reopening mail log: \(error)")
-            }
-            do {
-                try domains.reload()
-            } catch {
-                logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
-            }
-            // chasquid exits on a broken domaininfo file; like users and
-            // aliases, we keep the levels we have (docs/compatibility.md).
-            do {
-                try securityLevels.reload()
-            } catch {
-                logger.info("Error reloading domain info (keeping the previous levels): \(error)")
-            }
-            // chasquid restarts for new certificates; we reload them (COMPAT.md §22.2).
-            do {
-                try certificates.reload { logger.info("\($0)") }
-            } catch {
-                logger.info("Error reloading certificates (keeping the previous ones): \(error)")
-            }
-        }
-        hup.resume()
-        let registry = self.registry
-        let shuttingDown = Atomic<Bool>(false)
-        for sig in [SIGTERM, SIGINT] {
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler {
-                // A second signal ends at once.
-                if shuttingDown.exchange(true, ordering: .relaxed) { exit(0) }
-                logger.info("Received signal \(sig), draining \(registry.count) connections")
-                // Stop accepting, close idle sessions, let messages in DATA
-                // finish (COMPAT.md §22.1); chasquid exits at once.
-                Task {
-                    for listener in bound { await listener.stopAccepting() }
-                    registry.beginShutdown()
-                    await registry.drain(timeout: Daemon.drainTimeout)
-                    logger.info("Exiting")
-                    exit(0)
-                }
-            }
-            source.resume()
-            signalSources.append(source)
-        }
-        signalSources.append(hup)
+    /// Stops the server (SIGTERM, SIGINT, `/exit`): no new connections, idle
+    /// sessions get a 421, messages in DATA finish (COMPAT.md §22.1; chasquid
+    /// exits at once), then the queue's loops stop (items stay on disk) and
+    /// the local RPC and monitoring sockets close; `run` then returns.
+    /// Returns at once if a shutdown is already under way.
+    public func shutdown(reason: String) async {
+        if shuttingDown.exchange(true, ordering: .relaxed) { return }
+        logger.info("\(reason), draining \(registry.count) connections")
+        let running = serving.withLock { $0 }
+        for listener in running?.listeners ?? [] { await listener.stopAccepting() }
+        registry.beginShutdown()
+        await registry.drain(timeout: Daemon.drainTimeout)
+        await queue.stop()
+        try? await running?.rpc.close()
+        await monitoring?.close()
+        logger.info("Exiting")
+        shutdownFinished.finish()
     }
+
+    /// True once `shutdown` has begun: a second signal then ends the process at once.
+    public var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
 }
-
-/// Dispatch sources must stay alive for the process's life. Written once, at
-/// start-up, from the one task that installs them; never read.
-nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
 
 /// systemd socket activation (COMPAT.md §11.3): the sockets passed in
 /// LISTEN_FDS, by LISTEN_FDNAMES name.
+/// The monitoring server's `/exit` reaches the daemon through this, without
+/// keeping it alive.
+private struct WeakDaemon {
+    weak var daemon: Daemon?
+}
+
 enum SystemdSockets {
     struct Failure: Error, CustomStringConvertible { var description: String }
 

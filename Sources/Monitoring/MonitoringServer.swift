@@ -30,6 +30,11 @@ public struct MonitoringServer: Sendable {
 
     public var port: Int { server.channel.localAddress?.port ?? 0 }
 
+    /// Stops accepting; `serve` then returns.
+    public func close() async {
+        try? await server.channel.close()
+    }
+
     /// Serves until the task is cancelled or the socket closes.
     public func serve() async throws {
         try await server.executeThenClose { inbound in

@@ -71,90 +71,105 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
         }
     }
 
-    /// The spool of the message being received, and the first error writing it.
-    private struct SpoolState {
-        var file: SpoolFile?
-        var error: String?
+    /// What the loop keeps between events.
+    private struct LoopState {
+        var session: Session
+        /// The spool of the message being received, and the first error writing it.
+        var spool: SpoolFile?
+        var spoolError: String?
+        /// The idle timer counts from our last reply too: a client waiting
+        /// for a slow post-data hook has sent nothing, and is not idle.
+        var lastReply: ConnectionClock.Instant
+        /// A failed read while this is set is a failed TLS handshake.
+        var handshakeDue: Bool
     }
 
     private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool, id: Int) async throws {
-        var session = Session(
-            mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize,
-            remoteIP: facts.remoteIP, maxReceivedHeaders: settings.maxReceivedHeaders)
-        var actions = session.start(implicitTLS: implicitTLS, shuttingDown: registry.isShuttingDown)
-        var spool = SpoolState()
-        var lastReply = clock.now
-        var handshakeDue = implicitTLS
-        while true {
-            var index = 0
-            while index < actions.count {
-                let action = actions[index]
-                index += 1
-                switch action {
-                case .send(let replies):
-                    try await write(outbound, replies, counted: true)
-                    lastReply = clock.now
-                case .sendUncounted(let reply):
-                    try await write(outbound, [reply], counted: false)
-                    lastReply = clock.now
-                case .startTLS(let reply):
-                    observer.sent(reply, counted: true)
-                    try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
-                    lastReply = clock.now
-                    handshakeDue = true
-                case .openSpool(let headers):
-                    do {
-                        spool.file = try sink.newSpool()
-                        try spool.file?.append(headers)
-                    } catch {
-                        spool.error = "\(error)"
-                    }
-                case .append(let bytes):
-                    guard let file = spool.file, spool.error == nil else { continue }
-                    do { try file.append(bytes) } catch { spool.error = "\(error)" }
-                case .discardSpool:
-                    spool.file?.discard()
-                    spool = SpoolState()
-                case .deliver(let envelope):
-                    if registry.isShuttingDown { session.shutdownBegan() }
-                    if let file = spool.file, spool.error == nil {
-                        spool = SpoolState()
-                        let reply = await sink.accept(
-                            envelope: envelope, session: session.info, remoteAddress: facts.remoteAddress, spool: file)
-                        if registry.isShuttingDown { session.shutdownBegan() }
-                        actions += await session.delivered(reply, policy: policy)
-                    } else {
-                        actions += await session.spoolFailed(spool.error ?? "no spool", policy: policy)
-                    }
-                case .close:
-                    return
-                case .note(let note):
-                    observer.observe(note, registry: registry, connection: id)
-                }
-            }
+        var state = LoopState(
+            session: Session(
+                mode: settings.mode, hostname: settings.hostname, maxDataSize: settings.maxDataSize,
+                remoteIP: facts.remoteIP, maxReceivedHeaders: settings.maxReceivedHeaders),
+            lastReply: clock.now, handshakeDue: implicitTLS)
+        var actions = state.session.start(implicitTLS: implicitTLS, shuttingDown: registry.isShuttingDown)
+        while try await perform(actions, &state, outbound, id: id) {
             let event: SMTPInbound?
             do {
                 event = try await inbound.next()
             } catch {
-                if handshakeDue { observer.handshakeFailed(error) }
+                if state.handshakeDue { observer.handshakeFailed(error) }
                 // In DATA a broken connection ends the transaction; elsewhere it ends the session.
-                guard case .data = session.state else { throw error }
+                guard case .data = state.session.state else { throw error }
                 event = nil
             }
-            if registry.isShuttingDown { session.shutdownBegan() }
+            if registry.isShuttingDown { state.session.shutdownBegan() }
             switch event {
             case nil:
-                actions = session.inputEnded()
+                actions = state.session.inputEnded()
             case .bytes(let buffer):
-                actions = await session.received(buffer.readableBytesView, policy: policy)
+                actions = await state.session.received(buffer.readableBytesView, policy: policy)
             case .tlsEstablished(let details):
-                handshakeDue = false
+                state.handshakeDue = false
                 observer.tlsEstablished(details)
-                actions = session.tlsEstablished(serverName: details.serverName, version: details.version)
+                actions = state.session.tlsEstablished(serverName: details.serverName, version: details.version)
             case .timedOut:
-                actions = session.timedOut(idle: lastReply.duration(to: clock.now))
+                actions = state.session.timedOut(idle: state.lastReply.duration(to: clock.now))
             }
         }
+    }
+
+    /// Performs the session's actions in order; false once it closes.
+    private func perform(_ actions: [SessionAction], _ state: inout LoopState, _ outbound: Outbound, id: Int)
+        async throws -> Bool
+    {
+        var actions = actions[...]
+        while let action = actions.popFirst() {
+            switch action {
+            case .send(let replies):
+                try await write(outbound, replies, counted: true)
+                state.lastReply = clock.now
+            case .sendUncounted(let reply):
+                try await write(outbound, [reply], counted: false)
+                state.lastReply = clock.now
+            case .startTLS(let reply):
+                observer.sent(reply, counted: true)
+                try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
+                state.lastReply = clock.now
+                state.handshakeDue = true
+            case .openSpool(let headers):
+                do {
+                    state.spool = try sink.newSpool()
+                    try state.spool?.append(headers)
+                } catch {
+                    state.spoolError = "\(error)"
+                }
+            case .append(let bytes):
+                guard let file = state.spool, state.spoolError == nil else { continue }
+                do { try file.append(bytes) } catch { state.spoolError = "\(error)" }
+            case .discardSpool:
+                state.spool?.discard()
+                (state.spool, state.spoolError) = (nil, nil)
+            case .deliver(let envelope):
+                // `deliver` is always last: the session waits for the outcome.
+                actions = await deliver(envelope, &state)[...]
+            case .close:
+                return false
+            case .note(let note):
+                observer.observe(note, registry: registry, connection: id)
+            }
+        }
+        return true
+    }
+
+    /// Hands the spool to the sink, or tells the session it could not be written.
+    private func deliver(_ envelope: Envelope, _ state: inout LoopState) async -> [SessionAction] {
+        guard let file = state.spool, state.spoolError == nil else {
+            return await state.session.spoolFailed(state.spoolError ?? "no spool", policy: policy)
+        }
+        state.spool = nil
+        let reply = await sink.accept(
+            envelope: envelope, session: state.session.info, remoteAddress: facts.remoteAddress, spool: file)
+        if registry.isShuttingDown { state.session.shutdownBegan() }
+        return await state.session.delivered(reply, policy: policy)
     }
 
     private func write(_ outbound: Outbound, _ replies: [Reply], counted: Bool) async throws {

@@ -1,4 +1,5 @@
 import ChasquidServer
+import Dispatch
 import GoFlags
 
 #if canImport(Glibc)
@@ -57,9 +58,35 @@ if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every
     exit(2)
 }
 
+/// Signals are handled on one queue: SIGHUP reloads, SIGTERM and SIGINT
+/// drain and stop (a second one ends the process at once).
+func installSignalHandlers(_ daemon: Daemon) -> [any DispatchSourceSignal] {
+    let queue = DispatchQueue(label: "chasquid.signals")
+    var sources: [any DispatchSourceSignal] = []
+    for sig in [SIGHUP, SIGTERM, SIGINT] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+        source.setEventHandler {
+            if sig == SIGHUP {
+                daemon.reload()
+            } else if daemon.isShuttingDown {
+                exit(0)
+            } else {
+                Task { await daemon.shutdown(reason: "Received signal \(sig)") }
+            }
+        }
+        source.resume()
+        sources.append(source)
+    }
+    return sources
+}
+
 do {
     let daemon = try await Daemon(options: options)
+    let signalSources = installSignalHandlers(daemon)
     try await daemon.run()
+    withExtendedLifetime(signalSources) {}
+    exit(0)
 } catch {
     printError("\(error)\n")
     exit(1)

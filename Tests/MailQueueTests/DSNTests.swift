@@ -4,6 +4,7 @@ import Courier
 import DurableFiles
 import Foundation
 import MailLog
+import TestSupport
 import Testing
 
 @testable import MailQueue
@@ -18,7 +19,7 @@ import Testing
         let remote = FakeCourier { to, _ in
             to == "m2@remote.org" ? .permanent("550 5.1.1 no such user\nsecond line\n") : .temporary("451 greylisted")
         }
-        let clock = VirtualClock()
+        let clock = TestClock(virtual: true)
         let h = Harness(
             aliases: ["list@local.com": [Recipient("m1@remote.org"), Recipient("m2@remote.org")]],
             giveUpAfter: .seconds(20 * 3600), retryDelay: .seconds(3600), remote: remote, time: clock.queueTime

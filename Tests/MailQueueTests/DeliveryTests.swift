@@ -5,6 +5,7 @@ import DurableFiles
 import Foundation
 import GoCompat
 import MailLog
+import TestSupport
 import Testing
 
 @testable import MailQueue

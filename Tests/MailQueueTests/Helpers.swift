@@ -5,35 +5,11 @@ import DurableFiles
 import Foundation
 import MailLog
 import SwiftProtobuf
+import TestSupport
 import Synchronization
 import Testing
 
 @testable import MailQueue
-
-/// A scratch directory, removed when the last reference goes.
-final class TempDir: Sendable {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "mailqueue-tests-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    /// Writes a shell script and returns its path. Tests run it as
-    /// `/bin/sh <path>`: executing a file just written can fail with ETXTBSY
-    /// while another test's child inherits the writer's descriptor.
-    func script(_ name: String, _ body: String) -> String {
-        let file = path + "/" + name
-        _ = FileManager.default.createFile(
-            atPath: file,
-            contents: Data(("#!/bin/sh\n" + body + "\n").utf8),
-            attributes: [.posixPermissions: 0o755]
-        )
-        return file
-    }
-}
 
 /// A courier that records every call and answers from a script:
 /// `(recipient, attempt number for that recipient, starting at 1)`.
@@ -200,34 +176,7 @@ struct ParsedMail {
     func value(_ name: String) -> String? { values(name).first }
 }
 
-/// Virtual time for the queue: a sleep moves the clock to its deadline at
-/// once, so a day of retries runs in milliseconds, and the queue's dates
-/// follow the same clock.
-final class VirtualClock: Clock, Sendable {
-    struct Instant: InstantProtocol {
-        var offset: Duration
-        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
-        func duration(to other: Instant) -> Duration { other.offset - offset }
-        static func < (a: Instant, b: Instant) -> Bool { a.offset < b.offset }
-    }
-
-    static let base = Date(timeIntervalSince1970: 1_700_000_000)
-    private let current = Mutex(Instant(offset: .zero))
-    var now: Instant { current.withLock { $0 } }
-    var minimumResolution: Duration { .zero }
-
-    /// The wall-clock date this clock stands at.
-    var date: Date {
-        let (seconds, attoseconds) = now.offset.components
-        return Self.base.addingTimeInterval(Double(seconds) + Double(attoseconds) / 1e18)
-    }
-
+extension TestClock {
+    /// The queue's time on this clock: its dates follow it too.
     var queueTime: QueueTime { QueueTime(now: { [self] in date }, clock: self) }
-
-    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
-        try Task.checkCancellation()
-        current.withLock { if $0 < deadline { $0 = deadline } }
-        await Task.yield()
-        try Task.checkCancellation()
-    }
 }

@@ -5,6 +5,7 @@ import DurableFiles
 import Foundation
 import MailLog
 import SwiftProtobuf
+import TestSupport
 import Testing
 
 @testable import MailQueue

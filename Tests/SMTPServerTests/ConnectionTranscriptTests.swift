@@ -8,29 +8,10 @@ import NIOCore
 import NIOEmbedded
 import SMTPCore
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import SMTPServer
-
-/// A clock that moves only when told to.
-final class ManualClock: Clock, Sendable {
-    struct Instant: InstantProtocol {
-        var offset: Duration
-        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
-        func duration(to other: Instant) -> Duration { other.offset - offset }
-        static func < (a: Instant, b: Instant) -> Bool { a.offset < b.offset }
-    }
-
-    private let current = Mutex(Instant(offset: .zero))
-    var now: Instant { current.withLock { $0 } }
-    var minimumResolution: Duration { .zero }
-
-    func advance(by duration: Duration) { current.withLock { $0 = $0.advanced(by: duration) } }
-
-    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
-        while now < deadline { try await Task.sleep(for: .milliseconds(1)) }
-    }
-}
 
 /// A policy that knows one domain and one user.
 private struct TranscriptPolicy: SessionPolicy {
@@ -70,7 +51,7 @@ private final class KeepingSink: MessageSink, Sendable {
 /// channel handler's part (bytes, TLS and idle events in; writes out).
 private struct Transcript {
     let channel: NIOAsyncTestingChannel
-    let clock = ManualClock()
+    let clock = TestClock()
     let sink = KeepingSink()
     let finished: Task<Void, Never>
 

@@ -1,11 +1,12 @@
 import Foundation
 
-/// A directory removed when the value goes.
-final class TempDir: Sendable {
-    let path: String
+/// A fresh directory under the system's temporary one, removed when the
+/// value goes. For tests.
+public final class TempDir: Sendable {
+    public let path: String
 
-    init() {
-        path = NSTemporaryDirectory() + "courier-tests-" + UUID().uuidString
+    public init(prefix: String = "chasquid-tests-") {
+        path = NSTemporaryDirectory() + prefix + UUID().uuidString
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 
@@ -14,7 +15,7 @@ final class TempDir: Sendable {
     /// Writes a shell script and returns its path. Tests run it as
     /// `/bin/sh <path>`: executing a file just written can fail with ETXTBSY
     /// while another test's child inherits the writer's descriptor.
-    func script(_ name: String, _ body: String) -> String {
+    public func script(_ name: String, _ body: String) -> String {
         let file = path + "/" + name
         _ = FileManager.default.createFile(
             atPath: file,
