@@ -53,7 +53,7 @@ import Testing
     }
 
     @Test func aPermanentFailureBouncesAtOnce() async throws {
-        let h = Harness(giveUpAfter: .seconds(3600), retryDelay: .seconds(3600), remote: .always(.permanent("550 no")))
+        let h = Harness(giveUpAfter: .seconds(3600), retryDelay: .seconds(3600), remote: .always(.permanent("550 no")), time: .system)
         _ = try await h.queue.load()
         let id = try await h.put(from: "s@local.com", to: ["r@remote.org"], data: Self.original)
         #expect(await eventually(timeout: .seconds(15)) { await !h.local.calls(from: "<>").isEmpty })

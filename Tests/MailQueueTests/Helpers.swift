@@ -66,7 +66,7 @@ struct Harness {
         remote: FakeCourier = FakeCourier(),
         pipe: FakeCourier = FakeCourier(),
         retrySchedule: (@Sendable (Duration) -> Duration)? = nil,
-        time: QueueTime = .system
+        time: QueueTime = TestClock(virtual: true).queueTime
     ) {
         self.dir = dir
         self.log = try! MailLog(.memory)

@@ -40,7 +40,7 @@ import Testing
 
     @Test func itemsSurviveARestart() async throws {
         let dir = TempDir()
-        let first = Harness(dir: dir, retryDelay: .seconds(600), local: .always(.temporary("later")))
+        let first = Harness(dir: dir, retryDelay: .seconds(600), local: .always(.temporary("later")), time: .system)
         _ = try await first.queue.load()
         let id = try await first.put(from: "s@local.com", to: ["u@local.com"], data: "Subject: kept\n\nbody\n")
         #expect(await first.waitForLine("\(id) from=s@local.com completed loop, next in 10m0s"))
@@ -113,7 +113,7 @@ import Testing
     }
 
     @Test func leftoversAreRemovedAndBadItemsReported() async throws {
-        let h = Harness(retryDelay: .seconds(600), local: .always(.temporary("later")))
+        let h = Harness(retryDelay: .seconds(600), local: .always(.temporary("later")), time: .system)
         try makeDirectories(h.queueDir, mode: 0o700)
         try Self.write("orphan data", to: h.queueDir + "/d:ORPHAN00000")
         try Self.write("half-received", to: h.queueDir + "/.incoming-abcdefghijk")
@@ -154,7 +154,7 @@ import Testing
 
     /// An item older than give_up_send_after gets no attempt, only the DSN.
     @Test func anItemTooOldAtLoadOnlyGetsTheDSN() async throws {
-        let h = Harness(giveUpAfter: .seconds(3600))
+        let h = Harness(giveUpAfter: .seconds(3600), time: .system)
         try makeDirectories(h.queueDir, mode: 0o700)
         let id = QueueID.generate()
         try Self.write(

@@ -11,7 +11,8 @@ import Testing
 
 /// Queueing: the files `put` writes, alias expansion, refusals (COMPAT.md §5, §6, §12.4).
 @Suite struct QueuePutTests {
-    /// Every courier fails temporarily and the next round is far away, so the
+    /// Every courier fails temporarily and the next round is far away (in real
+    /// time: a virtual clock would reach it at once), so the
     /// item stays on disk as `put` wrote it.
     static func idleHarness(
         aliases: [String: [Recipient]] = [:],
@@ -25,7 +26,8 @@ import Testing
             retryDelay: .seconds(600),
             local: .always(.temporary("later")),
             remote: .always(.temporary("later")),
-            pipe: .always(.temporary("later"))
+            pipe: .always(.temporary("later")),
+            time: .system
         )
     }
 
