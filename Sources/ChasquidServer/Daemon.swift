@@ -359,6 +359,12 @@ public final class Daemon: Sendable {
         }
         let running = bound
         serving.withLock { $0 = Serving(listeners: running, rpc: rpcServer.channel) }
+        if isShuttingDown {
+            // A signal came while binding: stop what was just started.
+            for listener in running { await listener.stopAccepting() }
+            try? await rpcServer.channel.close()
+            return
+        }
         onListening(bound)
         let logger = self.logger
         let domains = self.domains
@@ -447,6 +453,8 @@ public final class Daemon: Sendable {
         for listener in running?.listeners ?? [] { await listener.stopAccepting() }
         registry.beginShutdown()
         await registry.drain(timeout: Daemon.drainTimeout)
+        // Time is up for any still open: `run` must not wait on them.
+        registry.closeAll()
         await queue.stop()
         try? await running?.rpc.close()
         await monitoring?.close()

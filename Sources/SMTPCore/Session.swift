@@ -217,6 +217,20 @@ public struct Session: Sendable {
     /// the client gets a 421 and is closed.
     public mutating func shutdownBegan() { shuttingDown = true }
 
+    /// The server is shutting down and this connection, left to finish its
+    /// transaction, is between transactions: the 421 and close now.
+    public mutating func drain() -> [SessionAction] {
+        shuttingDown = true
+        switch state {
+        case .ready, .mail, .rcpt, .auth, .tlsHandshaking:
+            sendUncounted(.shuttingDown)
+            close()
+        case .closed, .data, .delivering, .greeting, .awaitingTLS:
+            break
+        }
+        return takeActions()
+    }
+
     // MARK: - Commands
 
     private mutating func handleBufferedLines(policy: some SessionPolicy) async {

@@ -82,6 +82,9 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
         var lastReply: ConnectionClock.Instant
         /// A failed read while this is set is a failed TLS handshake.
         var handshakeDue: Bool
+        /// DATA ended after a shutdown began: the registry skipped this
+        /// connection, so it drains itself once the transaction is over.
+        var drainAfterData = false
     }
 
     private func serve(_ inbound: inout Inbound, _ outbound: Outbound, implicitTLS: Bool, id: Int) async throws {
@@ -92,6 +95,11 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
             lastReply: clock.now, handshakeDue: implicitTLS)
         var actions = state.session.start(implicitTLS: implicitTLS, shuttingDown: registry.isShuttingDown)
         while try await perform(actions, &state, outbound, id: id) {
+            if state.drainAfterData {
+                state.drainAfterData = false
+                actions = state.session.drain()
+                continue
+            }
             let event: SMTPInbound?
             do {
                 event = try await inbound.next()
@@ -153,6 +161,8 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                 actions = await deliver(envelope, &state)[...]
             case .close:
                 return false
+            case .note(.dataEnded):
+                if registry.setInData(id, false) { state.drainAfterData = true }
             case .note(let note):
                 observer.observe(note, registry: registry, connection: id)
             }

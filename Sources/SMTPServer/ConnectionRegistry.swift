@@ -34,7 +34,22 @@ public final class ConnectionRegistry: Sendable {
 
     func unregister(_ id: Int) { _ = state.withLock { $0.entries.removeValue(forKey: id) } }
 
-    func setInData(_ id: Int, _ inData: Bool) { state.withLock { $0.entries[id]?.inData = inData } }
+    /// Returns whether a shutdown has begun, read under the same lock: a
+    /// connection leaving DATA then was skipped by `beginShutdown` and must
+    /// drain itself.
+    @discardableResult
+    func setInData(_ id: Int, _ inData: Bool) -> Bool {
+        state.withLock {
+            $0.entries[id]?.inData = inData
+            return $0.shuttingDown
+        }
+    }
+
+    /// Closes every connection still open (after the drain's time is up).
+    public func closeAll() {
+        let channels = state.withLock { $0.entries.values.map(\.channel) }
+        for channel in channels { channel.close(promise: nil) }
+    }
 
     /// Starts the drain: idle connections get a 421 and are closed now;
     /// those in DATA are closed by their own loop once the message is done.

@@ -82,7 +82,7 @@ struct SessionObserver {
             metrics.count(MetricCatalog.incomingTLSCount, onTLS ? "tls" : "plain")
             registry.setInData(id, true)
         case .dataEnded:
-            registry.setInData(id, false)
+            break  // Connection clears the registry's flag itself.
         case .loopDetected(let count):
             metrics.count(MetricCatalog.loopsDetected)
             trace.error("loop detected: \(count) Received headers")

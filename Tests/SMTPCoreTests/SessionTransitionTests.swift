@@ -337,3 +337,24 @@ import Testing
         }
     }
 }
+
+/// `drain`: a shutdown reached a connection the registry left to finish DATA.
+@Suite struct SessionDrainTests {
+    @Test func betweenTransactionsItClosesWith421() {
+        var s = Session(mode: .smtp, hostname: "mx", maxDataSize: 1000)
+        _ = s.start()
+        #expect(s.drain() == [.sendUncounted(.shuttingDown), .close])
+    }
+
+    @Test func inDataItWaitsForTheEnd() async {
+        var s = Session(mode: .smtp, hostname: "mx", maxDataSize: 1000)
+        _ = s.start()
+        _ = await s.received(
+            Array("EHLO a\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<juan@example.com>\r\nDATA\r\n".utf8), policy: FakePolicy())
+        #expect(s.drain() == [])
+        // The end of the message then drains: the reply, the 421, the close.
+        _ = await s.received(Array("Subject: x\r\n\r\nb\r\n.\r\n".utf8), policy: FakePolicy())
+        let actions = await s.delivered(Reply(250, "2.0.0 queued"), policy: FakePolicy())
+        #expect(actions.withoutNotes == [.send([Reply(250, "2.0.0 queued")]), .sendUncounted(.shuttingDown), .close])
+    }
+}
