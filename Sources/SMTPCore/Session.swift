@@ -52,8 +52,6 @@ public struct Session: Sendable {
     /// Set when the last command was refused for a reason the mail log
     /// records; cleared by the next command.
     public internal(set) var rejection: Rejection?
-    /// The identity of the last AUTH attempt.
-    public internal(set) var lastAuthIdentity: String?
     public let maxDataSize: Int
     public let maxReceivedHeaders: Int
     /// Errors allowed before the session is dropped with a 421 [SEC].
@@ -281,16 +279,14 @@ public struct Session: Sendable {
             actions.append(.note(.authenticated(user: outcome.user, succeeded: outcome.succeeded)))
             authOutcome = nil
         }
-        if reply.isError {
-            // A cross-protocol request is closed at once, outside the budget.
-            if !Command.httpVerbs.contains(command.verb) {
-                errors += 1
-                if errors >= maxErrors {
-                    actions.append(.note(.tooManyErrors))
-                    pendingReplies.append(Reply(421, "4.5.0 Too many errors, bye"))
-                    close()
-                    return
-                }
+        // A cross-protocol request is closed at once, outside the budget.
+        if reply.isError && !Command.httpVerbs.contains(command.verb) {
+            errors += 1
+            if errors >= maxErrors {
+                actions.append(.note(.tooManyErrors))
+                pendingReplies.append(Reply(421, "4.5.0 Too many errors, bye"))
+                close()
+                return
             }
         }
         switch result {
@@ -353,23 +349,19 @@ public struct Session: Sendable {
                     await handleBufferedLines(policy: policy)
                     return
                 }
-                switch MessageChecks.check(
+                let verdict = MessageChecks.check(
                     header: transfer.header.bytes, messageIsEmpty: !transfer.sawData,
                     maxReceivedHeaders: maxReceivedHeaders)
-                {
+                state = .delivering(envelope)
+                switch verdict {
                 case .accepted:
                     actions.append(.deliver(envelope))
-                    state = .delivering(envelope)
-                case .loop(let count, let reply):
-                    actions.append(.note(.loopDetected(receivedHeaders: count)))
+                case .refused(let reply), .loop(_, let reply):
+                    if case .loop(let count, _) = verdict {
+                        actions.append(.note(.loopDetected(receivedHeaders: count)))
+                    }
                     actions.append(.discardSpool)
                     actions.append(.note(.dataEnded))
-                    state = .delivering(envelope)
-                    await endData(envelope: envelope, reply: reply, policy: policy)
-                case .refused(let reply):
-                    actions.append(.discardSpool)
-                    actions.append(.note(.dataEnded))
-                    state = .delivering(envelope)
                     await endData(envelope: envelope, reply: reply, policy: policy)
                 }
                 return

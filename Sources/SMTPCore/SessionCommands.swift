@@ -261,7 +261,6 @@ extension Session {
     }
 
     private mutating func finishAuth(identity: String, password: String, policy: some SessionPolicy) async -> CommandResult {
-        lastAuthIdentity = identity
         let (rawUser, rawDomain) = Address.split(identity)
         guard let user = try? Normalize.user(rawUser),
             let domain = try? Normalize.domain(rawDomain)

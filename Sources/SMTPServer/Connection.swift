@@ -109,7 +109,8 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                 guard case .data = state.session.state else { throw error }
                 event = nil
             }
-            if registry.isShuttingDown { state.session.shutdownBegan() }
+            // Only the end of a DATA transaction asks whether a shutdown began.
+            if case .data = state.session.state, registry.isShuttingDown { state.session.shutdownBegan() }
             switch event {
             case nil:
                 actions = state.session.inputEnded()
