@@ -87,6 +87,12 @@ let package = Package(
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
         .target(name: "LocalRPC", dependencies: ["GoCompat"], swiftSettings: strictSettings),
+        // Blocking stream connections (Unix, TCP) with deadlines, for short line protocols.
+        .target(name: "StreamSocket", dependencies: ["GoErrors"], swiftSettings: strictSettings),
+        // Dovecot's auth protocol: user lookup and PLAIN authentication (the fallback users database).
+        .target(
+            name: "DovecotAuth", dependencies: ["BlockingWork", "GoCompat", "StreamSocket"],
+            swiftSettings: strictSettings),
         // Per-domain TLS security levels (domaininfo/s:*): upward-only checks, atomic writes.
         .target(
             name: "DomainInfo",
@@ -190,7 +196,8 @@ let package = Package(
         .target(
             name: "ChasquidServer",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DurableFiles",
+                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DovecotAuth",
+                "DurableFiles",
                 "GoCompat", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
                 "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF",
@@ -230,6 +237,9 @@ let package = Package(
         .testTarget(name: "AliasesTests", dependencies: ["Aliases"], swiftSettings: strictSettings),
         .testTarget(name: "LocalDomainsTests", dependencies: ["LocalDomains"], swiftSettings: strictSettings),
         .testTarget(name: "LocalRPCTests", dependencies: ["LocalRPC"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "DovecotAuthTests", dependencies: ["DovecotAuth", "StreamSocket", "TestSupport"],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "DomainInfoTests",
             dependencies: ["DomainInfo", "ChasquidProto", "DurableFiles"],

@@ -194,12 +194,11 @@ public enum Configuration {
 
     /// An option that is parsed must do what it says, or the daemon must not
     /// start: behind HAProxy without the PROXY protocol every client would
-    /// get a 500 (and fail2ban would ban the proxy); without Dovecot, its
-    /// users could not log in and their mail would be refused.
+    /// get a 500 (and fail2ban would ban the proxy).
     public static func refuseUnimplemented(
         _ c: Config, path: String, fieldLines: [String: Int] = [:]
     ) throws(ConfigError) {
-        for (field, set) in [("dovecot_auth", c.dovecotAuth), ("haproxy_incoming", c.haproxyIncoming)] where set {
+        for (field, set) in [("haproxy_incoming", c.haproxyIncoming)] where set {
             throw ConfigError(
                 path: path, line: fieldLines[field], field: field,
                 message: "\(field) is not supported by this version yet; remove it (or set it to false) to start")

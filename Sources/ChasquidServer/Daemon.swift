@@ -5,6 +5,7 @@ import Courier
 import DNS
 import Dispatch
 import DomainInfo
+import DovecotAuth
 import DurableFiles
 import Foundation
 import GoCompat
@@ -160,6 +161,21 @@ public final class Daemon: Sendable {
                 Task { await daemon?.shutdown(reason: "POST /exit") }
             })
 
+        // Dovecot as the fallback users database (COMPAT.md §14). Its sockets
+        // are looked for again on every use until found, so a Dovecot that
+        // starts after us is only a warning here.
+        var dovecot: DovecotAuth?
+        if config.dovecotAuth {
+            let auth = DovecotAuth(userdbPath: config.dovecotUserdbPath, clientPath: config.dovecotClientPath)
+            do {
+                try auth.check()
+            } catch {
+                logger.error("Warning: Dovecot auth is not responding: \(error)")
+            }
+            logger.info("Fallback authenticator: \(auth)")
+            dovecot = auth
+        }
+
         do {
             certificates = try CertificateStore(certsDirectory: path("certs/")) { logger.info("\($0)") }
         } catch {
@@ -209,7 +225,7 @@ public final class Daemon: Sendable {
 
         let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve", metrics: metrics)
         let policy = ServerPolicy(
-            domains: domains, aliasHook: aliasHook, mailLog: mailLog,
+            domains: domains, aliasHook: aliasHook, dovecot: dovecot, mailLog: mailLog,
             spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics)
         self.policy = policy
         let domainStore = domains

@@ -2,6 +2,7 @@ import Aliases
 import DNS
 import Dispatch
 import DomainInfo
+import DovecotAuth
 import Foundation
 import IDNA
 import Instrumentation
@@ -16,6 +17,8 @@ import Synchronization
 public struct ServerPolicy: SessionPolicy {
     let domains: LocalDomainStore
     let aliasHook: ResolveHook?
+    /// The fallback users database, when `dovecot_auth` is on.
+    let dovecot: DovecotAuth?
     let mailLog: MailLog
     /// SPF for unauthenticated senders; nil turns the check off (tests).
     let spf: SPFChecker?
@@ -28,12 +31,13 @@ public struct ServerPolicy: SessionPolicy {
     public static let spfDeadline: Duration = .seconds(20)
 
     public init(
-        domains: LocalDomainStore, aliasHook: ResolveHook?, mailLog: MailLog, spf: SPFChecker?,
+        domains: LocalDomainStore, aliasHook: ResolveHook?, dovecot: DovecotAuth? = nil, mailLog: MailLog, spf: SPFChecker?,
         securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding
     ) {
         self.metrics = metrics
         self.domains = domains
         self.aliasHook = aliasHook
+        self.dovecot = dovecot
         self.mailLog = mailLog
         self.spf = spf
         self.securityLevels = securityLevels
@@ -41,7 +45,19 @@ public struct ServerPolicy: SessionPolicy {
 
     /// A resolver over the current snapshot.
     public func resolver() -> Resolver {
-        domains.snapshot.resolver(rules: domains.rules, hook: aliasHook?.asResolverHook)
+        guard let dovecot else {
+            return domains.snapshot.resolver(rules: domains.rules, hook: aliasHook?.asResolverHook)
+        }
+        // A user our database does not know may be Dovecot's; Dovecot down
+        // is an error (a 451 at RCPT), never "no such user".
+        return domains.snapshot.resolver(rules: domains.rules, hook: aliasHook?.asResolverHook) { user, domain in
+            try await dovecot.exists(Self.dovecotName(user: user, domain: domain))
+        }
+    }
+
+    /// The name Dovecot is asked about: `user@domain`, or `user` alone.
+    static func dovecotName(user: String, domain: String) -> String {
+        domain.isEmpty ? user : user + "@" + domain
     }
 
     public func isLocal(domain: String) -> Bool { domains.snapshot.isLocal(domain) }
@@ -60,16 +76,26 @@ public struct ServerPolicy: SessionPolicy {
         let start = ContinuousClock.now
         let users = domains.snapshot.domains[domain]?.users
         // scrypt takes tens of milliseconds of CPU: off the concurrency pool.
-        let accepted = await withCheckedContinuation { continuation in
+        var verdict: AuthCheck = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(returning: users?.authenticate(user: user, password: password) ?? false)
+            }
+        } ? .accepted : .rejected
+        // Our database first; Dovecot only for what it did not accept (§14).
+        if verdict == .rejected, let dovecot {
+            do {
+                let name = Self.dovecotName(user: user, domain: domain)
+                verdict = try await dovecot.authenticate(user: name, password: password) ? .accepted : .rejected
+            } catch {
+                Trace.current?.log("Dovecot: \(error)")
+                verdict = .backendFailed("\(error)")
             }
         }
         let minimum = SMTPDefaults.authMinimumDuration
         let jitter = Duration.milliseconds(Int.random(in: 0...20))
         let elapsed = ContinuousClock.now - start
         if elapsed < minimum + jitter { try? await Task.sleep(for: minimum + jitter - elapsed) }
-        return accepted ? .accepted : .rejected
+        return verdict
     }
 
     public func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck {

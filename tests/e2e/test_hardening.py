@@ -106,7 +106,7 @@ def test_hooks_inherit_no_listener_or_client_socket(srv):
 # ---------------------------------------------------------------- §9 options parsed but not acted on
 
 
-@pytest.mark.parametrize("field", ["haproxy_incoming", "dovecot_auth"])
+@pytest.mark.parametrize("field", ["haproxy_incoming"])
 def test_an_option_not_built_yet_refuses_to_start(srv, field):
     """Behind HAProxy every client would get a 500; Dovecot users could not
     log in. Until they are built, the daemon says so and does not start."""
