@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "chasquid", targets: ["chasquid"]),
         .executable(name: "chasquid-util", targets: ["chasquid-util"]),
         .executable(name: "maildir-deliver", targets: ["maildir-deliver"]),
+        .executable(name: "mda-lmtp", targets: ["mda-lmtp"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -209,6 +210,9 @@ let package = Package(
         ),
         .executableTarget(name: "chasquid", dependencies: ["ChasquidServer", "GoFlags"], swiftSettings: strictSettings),
         .executableTarget(name: "maildir-deliver", dependencies: ["DurableFiles"], swiftSettings: strictSettings),
+        // Delivering one message over LMTP (mda-lmtp's work): the dialogue and its exit statuses.
+        .target(name: "LMTPDelivery", dependencies: ["GoCompat", "IDNA", "StreamSocket"], swiftSettings: strictSettings),
+        .executableTarget(name: "mda-lmtp", dependencies: ["GoFlags", "LMTPDelivery"], swiftSettings: strictSettings),
         // chasquid-util's commands, as a library so tests can call them.
         .target(
             name: "AdminTool",
@@ -266,6 +270,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
+        .testTarget(name: "LMTPDeliveryTests", dependencies: ["LMTPDelivery", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "ChasquidServerTests",
             dependencies: [

@@ -1,73 +1,9 @@
 import Foundation
 import Glibc
-import Synchronization
 import TestSupport
 import Testing
 
 @testable import DovecotAuth
-
-/// A Unix socket that plays Dovecot's side of one scripted exchange per
-/// connection: it writes `greeting`, then answers each line received with
-/// `reply(line)` (nil: say nothing), and records every byte it got.
-final class ScriptedSocket: Sendable {
-    let path: String
-    private let fd: Int32
-    private let received = Mutex<[String]>([])
-
-    init(path: String, greeting: String, reply: @escaping @Sendable (String) -> String?) throws {
-        self.path = path
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: Array(path.utf8))
-            raw[path.utf8.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(fd, 8) == 0 else { throw POSIXError(.EADDRINUSE) }
-        start(greeting: greeting, reply: reply)
-    }
-
-    private func start(greeting: String, reply: @escaping @Sendable (String) -> String?) {
-        let listener = fd
-        Thread.detachNewThread { [self] in
-            while true {
-                let client = accept(listener, nil, nil)
-                guard client >= 0 else { return }
-                _ = greeting.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-                var pending = ""
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                loop: while true {
-                    let n = recv(client, &chunk, chunk.count, 0)
-                    guard n > 0 else { break }
-                    pending += String(decoding: chunk[0..<n], as: UTF8.self)
-                    received.withLock { $0.append(String(decoding: chunk[0..<n], as: UTF8.self)) }
-                    while let newline = pending.firstIndex(of: "\n") {
-                        let line = String(pending[..<newline])
-                        pending = String(pending[pending.index(after: newline)...])
-                        if let answer = reply(line) {
-                            if answer == "<close>" { break loop }
-                            _ = answer.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-                        }
-                    }
-                }
-                close(client)
-            }
-        }
-    }
-
-    /// Everything clients sent, concatenated.
-    var transcript: String { received.withLock { $0.joined() } }
-
-    func stop() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
-    }
-}
 
 /// Dovecot 2.3's greetings, as a real one sends them.
 let userdbGreeting = "VERSION\t1\t1\nSPID\t4242\n"
