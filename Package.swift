@@ -178,11 +178,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The PROXY protocol header (v1 text, v2 binary) HAProxy sends first: parsing only.
+        .target(name: "ProxyProtocol", swiftSettings: strictSettings),
         // The NIO layer: listeners, TLS (STARTTLS, SNI), connections.
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DNS", "DurableFiles", "GoCompat", "Instrumentation", "MailLog", "Normalization",
+                "SMTPCore", "DNS", "DurableFiles", "GoCompat", "Instrumentation", "MailLog", "Normalization", "ProxyProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -270,6 +272,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
+        .testTarget(name: "ProxyProtocolTests", dependencies: ["ProxyProtocol"], swiftSettings: strictSettings),
         .testTarget(name: "LMTPDeliveryTests", dependencies: ["LMTPDelivery", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "ChasquidServerTests",

@@ -134,14 +134,10 @@ public enum Configuration {
 
     /// Loads `path`: defaults, then the file, then `overrides` (text Config,
     /// the daemon's `-config_overrides`), then checks the result.
-    /// refusingUnimplemented: the daemon's load, which refuses the options
-    /// this build parses but does not act on yet (chasquid-util still
-    /// reads and prints such a config).
     public static func load(
         path: String,
         overrides: String = "",
-        hostname: String? = nil,
-        refusingUnimplemented: Bool = false
+        hostname: String? = nil
     ) throws(ConfigError) -> Config {
         let text = try readText(path)
         let (file, lines) = try parse(text, path: path)
@@ -161,7 +157,6 @@ public enum Configuration {
         }
         let fieldLines = lines.merging(overrideLines) { _, o in o }
         try validate(config, path: path, fieldLines: fieldLines)
-        if refusingUnimplemented { try refuseUnimplemented(config, path: path, fieldLines: fieldLines) }
         // chasquid falls back to the defaults when these end up unset or <= 0.
         if config.maxQueueItems == 0 { config.maxQueueItems = defaultMaxQueueItems }
         return config
@@ -190,19 +185,6 @@ public enum Configuration {
             throw fail(field, "Invalid empty listening address for \(mode)")
         }
         if c.mailLogPath.isEmpty { throw fail("mail_log_path", "must not be empty") }
-    }
-
-    /// An option that is parsed must do what it says, or the daemon must not
-    /// start: behind HAProxy without the PROXY protocol every client would
-    /// get a 500 (and fail2ban would ban the proxy).
-    public static func refuseUnimplemented(
-        _ c: Config, path: String, fieldLines: [String: Int] = [:]
-    ) throws(ConfigError) {
-        for (field, set) in [("haproxy_incoming", c.haproxyIncoming)] where set {
-            throw ConfigError(
-                path: path, line: fieldLines[field], field: field,
-                message: "\(field) is not supported by this version yet; remove it (or set it to false) to start")
-        }
     }
 
     /// The whole file as text, or Go's `open <path>: <reason>`.

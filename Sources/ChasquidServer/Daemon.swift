@@ -109,8 +109,7 @@ public final class Daemon: Sendable {
         let configPath = options.configDirectory + "/chasquid.conf"
         let config: Config
         do {
-            config = try Configuration.load(
-                path: configPath, overrides: options.configOverrides, refusingUnimplemented: true)
+            config = try Configuration.load(path: configPath, overrides: options.configOverrides)
         } catch {
             throw StartupError(description: "Error loading config: \(error)")
         }
@@ -323,7 +322,7 @@ public final class Daemon: Sendable {
         ] {
             let settings = ConnectionSettings(
                 mode: mode, hostname: config.hostname, maxDataSize: Int(config.maxDataSizeMb) * 1024 * 1024,
-                maxReceivedHeaders: options.maxReceivedHeaders)
+                maxReceivedHeaders: options.maxReceivedHeaders, expectsProxyHeader: config.haproxyIncoming)
             var sockets: [ListenSocket] = []
             for address in addresses {
                 if address.isEmpty { throw StartupError(description: "Invalid empty listening address for \(mode.rawValue)") }

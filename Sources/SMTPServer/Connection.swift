@@ -11,8 +11,15 @@ public struct ConnectionSettings: Sendable {
     public var hostname: String
     public var maxDataSize: Int
     public var maxReceivedHeaders: Int
+    /// `haproxy_incoming`: every connection starts with a PROXY header
+    /// (v1 or v2), whose source address is the client's.
+    public var expectsProxyHeader: Bool
 
-    public init(mode: ListenerMode, hostname: String, maxDataSize: Int, maxReceivedHeaders: Int = SMTPDefaults.maxReceivedHeaders) {
+    public init(
+        mode: ListenerMode, hostname: String, maxDataSize: Int, maxReceivedHeaders: Int = SMTPDefaults.maxReceivedHeaders,
+        expectsProxyHeader: Bool = false
+    ) {
+        self.expectsProxyHeader = expectsProxyHeader
         self.mode = mode
         self.hostname = hostname
         self.maxDataSize = maxDataSize

@@ -5,6 +5,7 @@ import MailLog
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ProxyProtocol
 import SMTPCore
 
 /// Where a listener gets its socket: an address to bind, or a socket that
@@ -83,11 +84,14 @@ public struct Listener: Sendable {
     struct Accepted: Sendable {
         var channel: Child
         var remote: SocketAddress?
+        /// With `expectsProxyHeader`: the PROXY header, once read.
+        var proxyHeader: EventLoopFuture<ProxyHeader>?
     }
 
     /// Binds. The returned server channel is then given to `serve`.
     public func bind(group: any EventLoopGroup) async throws -> BoundListener {
         let implicitTLS = settings.mode == .submissionTLS
+        let expectsProxyHeader = settings.expectsProxyHeader
         let certificates = self.certificates
         let prepare = self.prepareConnection
         let logger = self.logger
@@ -107,6 +111,13 @@ public struct Listener: Sendable {
                         handler.setServerName(name)
                     }
                 }
+                // The PROXY header comes first on the wire, before any TLS.
+                var proxyHeader: EventLoopFuture<ProxyHeader>?
+                if expectsProxyHeader {
+                    let promise = channel.eventLoop.makePromise(of: ProxyHeader.self)
+                    try channel.pipeline.syncOperations.addHandler(ProxyHeaderHandler(header: promise), position: .first)
+                    proxyHeader = promise.futureResult
+                }
                 // The whole connection, DATA included, gets 20 minutes. The
                 // timer is cancelled at close: it holds the channel, and with
                 // it the buffers, for as long as it is pending.
@@ -115,7 +126,9 @@ public struct Listener: Sendable {
                     channel?.close(promise: nil)
                 }
                 channel.closeFuture.whenComplete { _ in deadline.cancel() }
-                return Accepted(channel: try Child(wrappingChannelSynchronously: channel), remote: channel.remoteAddress)
+                return Accepted(
+                    channel: try Child(wrappingChannelSynchronously: channel), remote: channel.remoteAddress,
+                    proxyHeader: proxyHeader)
             }
             setup.whenFailure { error in
                 let peer = channel.remoteAddress.map(BoundListener.format) ?? "unknown"
@@ -162,21 +175,41 @@ public struct BoundListener: Sendable {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await accepted in inbound {
-                    let child = accepted.channel
-                    let remote = accepted.remote
-                    let facts = ConnectionFacts(
-                        remoteAddress: remote.map(Self.format) ?? "unknown", remoteIP: remote?.ipAddress ?? "unknown")
-                    let trace =
-                        listener.traces?.start(family: "SMTP.Conn", title: facts.remoteAddress)
-                        ?? .disabled
-                    let connection = Connection(
-                        settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
-                        logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,
-                        metrics: listener.metrics, trace: trace, clock: ContinuousClock())
-                    group.addTask { await connection.run(child, implicitTLS: implicitTLS) }
+                    group.addTask {
+                        let child = accepted.channel
+                        let peer = accepted.remote.map(Self.format) ?? "unknown"
+                        var facts = ConnectionFacts(remoteAddress: peer, remoteIP: accepted.remote?.ipAddress ?? "unknown")
+                        if let proxyHeader = accepted.proxyHeader {
+                            do {
+                                facts = Self.facts(from: try await proxyHeader.get(), proxy: facts)
+                            } catch {
+                                // Not the fail2ban form: the proxy's address
+                                // must not be banned for a broken header.
+                                listener.logger.info("SMTP.Conn \(peer): error: error in haproxy handshake: \(error)")
+                                try? await child.channel.close()
+                                return
+                            }
+                        }
+                        let trace =
+                            listener.traces?.start(family: "SMTP.Conn", title: facts.remoteAddress)
+                            ?? .disabled
+                        let connection = Connection(
+                            settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
+                            logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,
+                            metrics: listener.metrics, trace: trace, clock: ContinuousClock())
+                        await connection.run(child, implicitTLS: implicitTLS)
+                    }
                 }
             }
         }
+    }
+
+    /// The client HAProxy speaks for; LOCAL (a health check) keeps the
+    /// proxy's own address.
+    static func facts(from header: ProxyHeader, proxy: ConnectionFacts) -> ConnectionFacts {
+        guard case .tcp(let source, _) = header.addresses else { return proxy }
+        let address = source.ip.contains(":") ? "[\(source.ip)]:\(source.port)" : "\(source.ip):\(source.port)"
+        return ConnectionFacts(remoteAddress: address, remoteIP: source.ip)
     }
 
     static func format(_ address: SocketAddress) -> String {

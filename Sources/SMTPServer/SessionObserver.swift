@@ -71,6 +71,11 @@ struct SessionObserver {
             } else {
                 logger.info("\(prefix) \(goQuotedInner("\(command.reportedVerb) failed: \(reply.code)  \(reply.text)"))")
             }
+            if command.verb == "PROXY" {
+                // A PROXY header where none is expected: a proxy in front
+                // of a server configured without haproxy_incoming.
+                logger.info("SMTP.Conn \(remoteAddress): PROXY header received, but haproxy_incoming is off")
+            }
         case .rejected(let rejection):
             mailLog.rejected(remote: remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
         case .tooManyErrors:

@@ -158,25 +158,6 @@ import Testing
         return try Configuration.load(path: path, hostname: "h")
     }
 
-    /// Parsed but not acted on yet: the daemon's load refuses them, naming
-    /// the file, the line and the field; chasquid-util's load still reads them.
-    @Test(arguments: ["haproxy_incoming"])
-    func unimplementedOptionsRefuseTheDaemon(field: String) throws {
-        let dir = try temporaryDirectory()
-        let path = dir + "/chasquid.conf"
-        try "hostname: \"x\"\n\(field): true\n".write(toFile: path, atomically: true, encoding: .utf8)
-        #expect {
-            try Configuration.load(path: path, hostname: "h", refusingUnimplemented: true)
-        } throws: { error in
-            let e = error as! ConfigError
-            return e.line == 2 && e.field == field
-                && e.description == "\"\(path)\" line 2: field \"\(field)\": \(field) is not supported by this version yet; remove it (or set it to false) to start"
-        }
-        _ = try Configuration.load(path: path, hostname: "h")
-        try "hostname: \"x\"\n\(field): false\n".write(toFile: path, atomically: true, encoding: .utf8)
-        _ = try Configuration.load(path: path, hostname: "h", refusingUnimplemented: true)
-    }
-
     @Test func aBadDurationNamesTheField() {
         #expect {
             try load("hostname: \"x\"\ngive_up_send_after: \"3d\"\n")

@@ -36,6 +36,8 @@ import Testing
 
         let dsns = await h.local.calls(from: "<>")
         #expect(dsns.map(\.to) == ["s@local.com"])
+        // The files go after the "all done" line, on a file thread.
+        for _ in 0..<200 where !h.files().isEmpty { try await Task.sleep(for: .milliseconds(10)) }
         #expect(h.files() == [])
     }
 

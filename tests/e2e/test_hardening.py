@@ -103,27 +103,6 @@ def test_hooks_inherit_no_listener_or_client_socket(srv):
     assert not [t for t in fds.values() if t.startswith(("socket:", "anon_inode:"))], listing
 
 
-# ---------------------------------------------------------------- §9 options parsed but not acted on
-
-
-@pytest.mark.parametrize("field", ["haproxy_incoming"])
-def test_an_option_not_built_yet_refuses_to_start(srv, field):
-    """Behind HAProxy every client would get a 500; Dovecot users could not
-    log in. Until they are built, the daemon says so and does not start."""
-    conf = srv.config_dir / "chasquid.conf"
-    conf.write_text(conf.read_text() + f"{field}: true\n")
-    line = len(conf.read_text().splitlines())
-    srv.deploy()
-    p = subprocess.run(
-        [str(S.chasquid_bin()), f"-config_dir={srv.config_dir}", S.empty_dns_flag()],
-        cwd=str(srv.base), capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
-        env=deployed.daemon_env(), **deployed.popen_user())
-    out = p.stdout.decode() + p.stderr.decode()
-    assert p.returncode == 1, out
-    assert (f'Error loading config: "{conf}" line {line}: field "{field}": '
-            f"{field} is not supported by this version yet") in out, out
-
-
 # ---------------------------------------------------------------- §4 forged log lines
 
 

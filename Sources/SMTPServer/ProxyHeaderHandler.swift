@@ -1,0 +1,91 @@
+import NIOCore
+import ProxyProtocol
+
+/// First in the pipeline of a connection from HAProxy (`haproxy_incoming`):
+/// reads the PROXY header before anything else (before TLS, on the
+/// implicit-TLS listener: COMPAT.md §22.3), hands it over through
+/// `header`, passes on whatever bytes followed it, and removes itself. A
+/// connection without a valid header in time is closed.
+final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// HAProxy writes the header as soon as it connects.
+    static let deadline: TimeAmount = .seconds(30)
+
+    let header: EventLoopPromise<ProxyHeader>
+    private var buffered: ByteBuffer?
+    private var timer: Scheduled<Void>?
+    private var done = false
+    private var succeeded = false
+
+    init(header: EventLoopPromise<ProxyHeader>) {
+        self.header = header
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let promise = header
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: Self.deadline) {
+            promise.fail(Failure(description: "no PROXY header within \(Self.deadline.nanoseconds / 1_000_000_000) s"))
+            channel.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else {
+            // After a refusal nothing the client sent goes further.
+            if succeeded { context.fireChannelRead(data) }
+            return
+        }
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil {
+            buffered = incoming
+        } else {
+            buffered!.writeBuffer(&incoming)
+        }
+        switch ProxyProtocol.parse(buffered!.readableBytesView) {
+        case .incomplete:
+            if buffered!.readableBytes > ProxyProtocol.maximumV2Length { fail(context, "header too long") }
+        case .invalid(let reason):
+            fail(context, reason)
+        case .header(let parsed, let length):
+            done = true
+            succeeded = true
+            timer?.cancel()
+            buffered!.moveReaderIndex(forwardBy: length)
+            let rest = buffered!
+            buffered = nil
+            header.succeed(parsed)
+            if rest.readableBytes > 0 {
+                context.fireChannelRead(wrapInboundOut(rest))
+                context.fireChannelReadComplete()
+            }
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !done {
+            done = true
+            timer?.cancel()
+            header.fail(Failure(description: "connection closed before the PROXY header"))
+        }
+        context.fireChannelInactive()
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ reason: String) {
+        done = true
+        timer?.cancel()
+        buffered = nil
+        header.fail(Failure(description: reason))
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension ProxyHeaderHandler: Sendable {}
