@@ -36,7 +36,7 @@ install: install-binaries install-config-skeleton
 
 install-binaries: all
 	install -d -m 0755 $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5
-	for p in $(PROGRAMS); do install -m 0755 $(BUILD_DIR)/$$p $(BINDIR)/$$p; done
+	for p in $(PROGRAMS); do install -m 0755 $(BUILD_DIR)/$$p $(BINDIR)/$$p || exit 1; done
 	install -m 0644 $(MAN1) $(MANDIR)/man1/
 	install -m 0644 $(MAN5) $(MANDIR)/man5/
 
@@ -54,14 +54,17 @@ install-config-skeleton:
 	for u in $(UNITS); do \
 		if ! [ -e $(UNITDIR)/$$u ]; then \
 			sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-				etc/systemd/system/$$u > $(UNITDIR)/$$u; \
-			chmod 0644 $(UNITDIR)/$$u; \
+				-e 's|@MAIL_USER@|$(MAIL_USER)|g' \
+				etc/systemd/system/$$u > $(UNITDIR)/$$u || exit 1; \
+			chmod 0644 $(UNITDIR)/$$u || exit 1; \
 		fi; \
 	done
-	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d
-	if ! [ -e $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/chasquid.conf ]; then \
-		install -m 0644 etc/fail2ban/filter.d/chasquid.conf $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/; \
-	fi
+	for f in filter.d/chasquid.conf jail.d/chasquid.conf; do \
+		install -d -m 0755 $$(dirname $(DESTDIR)$(SYSCONFDIR)/fail2ban/$$f) || exit 1; \
+		if ! [ -e $(DESTDIR)$(SYSCONFDIR)/fail2ban/$$f ]; then \
+			install -m 0644 etc/fail2ban/$$f $(DESTDIR)$(SYSCONFDIR)/fail2ban/$$f || exit 1; \
+		fi; \
+	done
 	if ! [ -d $(DATADIR) ]; then \
 		install -d -m 0700 $(DATADIR); \
 		if [ "$$(id -u)" = 0 ] && id $(MAIL_USER) >/dev/null 2>&1; then \

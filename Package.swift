@@ -87,7 +87,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
-        .target(name: "LocalRPC", dependencies: ["GoCompat"], swiftSettings: strictSettings),
+        .target(name: "LocalRPC", dependencies: ["GoCompat", "StreamSocket"], swiftSettings: strictSettings),
         // Blocking stream connections (Unix, TCP) with deadlines, for short line protocols.
         .target(name: "StreamSocket", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         // Dovecot's auth protocol: user lookup and PLAIN authentication (the fallback users database).

@@ -141,6 +141,11 @@ public enum ProxyProtocol {
     }
 
     static func textIP(_ raw: [UInt8], family: Int32) -> String {
+        // An IPv4 client through a dual-stack bind comes as ::ffff:a.b.c.d;
+        // it is written as IPv4, as Go does, so logs and bans match.
+        if family == AF_INET6, raw.count == 16, raw[0..<10].allSatisfy({ $0 == 0 }), raw[10] == 0xFF, raw[11] == 0xFF {
+            return textIP(Array(raw[12...]), family: AF_INET)
+        }
         var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         _ = inet_ntop(family, raw, &text, socklen_t(text.count))
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -279,6 +279,8 @@ extension Session {
             authOutcome = (identity, false)
             return .reply(Reply(535, "5.7.8 Incorrect user or password"))
         case .backendFailed:
+            // Logged as a failed attempt, as chasquid does.
+            authOutcome = (user + "@" + domain, false)
             return .reply(Reply(454, "4.7.0 Temporary authentication failure"))
         }
     }

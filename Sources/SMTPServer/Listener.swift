@@ -183,9 +183,9 @@ public struct BoundListener: Sendable {
                             do {
                                 facts = Self.facts(from: try await proxyHeader.get(), proxy: facts)
                             } catch {
-                                // Not the fail2ban form: the proxy's address
-                                // must not be banned for a broken header.
-                                listener.logger.info("SMTP.Conn \(peer): error: error in haproxy handshake: \(error)")
+                                // Not in the fail2ban form (no "error:"): the
+                                // proxy's address must not be banned for it.
+                                listener.logger.info("SMTP.Conn \(peer): haproxy handshake failed: \(error)")
                                 try? await child.channel.close()
                                 return
                             }

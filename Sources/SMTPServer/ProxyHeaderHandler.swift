@@ -28,11 +28,12 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let promise = header
-        let channel = context.channel
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: Self.deadline) {
-            promise.fail(Failure(description: "no PROXY header within \(Self.deadline.nanoseconds / 1_000_000_000) s"))
-            channel.close(promise: nil)
+            guard !handler.value.done else { return }
+            handler.value.fail(
+                boundContext.value, "no PROXY header within \(Self.deadline.nanoseconds / 1_000_000_000) s")
         }
     }
 
@@ -47,6 +48,13 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
             buffered = incoming
         } else {
             buffered!.writeBuffer(&incoming)
+        }
+        // A v2 header says its length: wait for all of it before parsing,
+        // so a header sent a byte at a time is not parsed again each time.
+        let view = buffered!.readableBytesView
+        if view.count >= 16, view.first == 0x0D {
+            let needed = 16 + (Int(view[view.startIndex + 14]) << 8 | Int(view[view.startIndex + 15]))
+            if view.count < needed { return }
         }
         switch ProxyProtocol.parse(buffered!.readableBytesView) {
         case .incomplete:

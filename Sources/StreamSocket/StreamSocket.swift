@@ -155,9 +155,11 @@ public final class StreamSocket {
     /// stream before a newline is an error (`EOF`), as is a line longer
     /// than `maximumLineBytes`.
     public func readLine() throws(Failure) -> String {
-        var scanned = bufferStart
+        // How far past bufferStart has been searched: relative, since
+        // fill() moves the unread bytes to the front.
+        var searched = 0
         while true {
-            if let newline = buffer[scanned...].firstIndex(of: UInt8(ascii: "\n")) {
+            if let newline = buffer[(bufferStart + searched)...].firstIndex(of: UInt8(ascii: "\n")) {
                 var end = newline
                 if end > bufferStart && buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
                 let line = String(decoding: buffer[bufferStart..<end], as: UTF8.self)
@@ -168,7 +170,7 @@ public final class StreamSocket {
                 }
                 return line
             }
-            scanned = buffer.count
+            searched = buffer.count - bufferStart
             guard buffer.count - bufferStart <= maximumLineBytes else { throw Failure("line too long") }
             guard !sawEnd else { throw Failure("EOF") }
             try fill()

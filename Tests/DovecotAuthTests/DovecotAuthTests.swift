@@ -175,3 +175,18 @@ extension DovecotAuthTests {
         try DovecotAuth(userdbPath: u.path, clientPath: u.path).check()
     }
 }
+
+extension DovecotAuthTests {
+    /// A line split across reads after an earlier line of the same read
+    /// was taken: the reader must join the halves (it once lost its place).
+    @Test func aLineSplitAcrossReadsIsJoined() async throws {
+        let c = try ScriptedSocket(path: dir.path + "/split", greeting: "VERSION\t1\t2\nMECH\tPL") { line in
+            guard line.hasPrefix("CPID") else { return line.hasPrefix("AUTH") ? "OK\t1\tuser=a\n" : nil }
+            usleep(100_000)  // so the rest comes in a read of its own
+            return "AIN\nDONE\n"
+        }
+        defer { c.stop() }
+        let auth = DovecotAuth(userdbPath: c.path, clientPath: c.path)
+        #expect(try await auth.authenticate(user: "a@d.org", password: "p"))
+    }
+}

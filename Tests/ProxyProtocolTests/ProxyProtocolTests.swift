@@ -111,3 +111,15 @@ func v2(command: UInt8 = 0x21, family: UInt8 = 0x11, body: [UInt8]) -> [UInt8] {
         #expect(ProxyProtocol.parse(wrong) == .invalid("not a PROXY protocol header"))
     }
 }
+
+@Suite struct ProxyMappedAddressTests {
+    /// A dual-stack HAProxy writes IPv4 clients as ::ffff:a.b.c.d; they
+    /// are logged (and banned) as IPv4.
+    @Test func mappedAddressesAreWrittenAsIPv4() {
+        guard case .header(let h, _) = ProxyProtocol.parse(bytes("PROXY TCP6 ::ffff:192.0.2.9 ::1 1 25\r\n")) else {
+            Issue.record("not parsed")
+            return
+        }
+        #expect(h.addresses == .tcp(source: .init(ip: "192.0.2.9", port: 1), destination: .init(ip: "::1", port: 25)))
+    }
+}

@@ -195,7 +195,7 @@ def test_a_connection_without_a_header_is_refused_before_the_greeting(srv):
         port = s.getsockname()[1]
         s.sendall(b"EHLO direct.test\r\n")
         assert s.recv(1024) == b""  # closed, no greeting
-    srv.wait_for(lambda: f"SMTP.Conn 127.0.0.1:{port}: error: error in haproxy handshake: not a PROXY protocol header"
+    srv.wait_for(lambda: f"SMTP.Conn 127.0.0.1:{port}: haproxy handshake failed: not a PROXY protocol header"
                  in srv.stderr(), 15, "the refusal log line")
     # Not in the fail2ban form: the proxy's address must never be banned.
     assert f"SMTP.Conn 127.0.0.1:{port}: error: EHLO failed" not in srv.stderr()
