@@ -99,6 +99,7 @@ public final class DovecotAuth: Sendable, CustomStringConvertible {
         let timeout = self.timeout
         return try await Self.offThread { () throws -> Bool in
             let connection = try StreamSocket.connect(network: .unix, address: socketPath, timeout: timeout)
+            connection.deadline = .now + timeout
             // Dovecot speaks first: VERSION\t1\t<minor>, then SPID\t<pid>.
             try Self.expect(connection, prefix: "VERSION\t1", what: "version")
             try Self.expect(connection, prefix: "SPID\t", what: "SPID")
@@ -117,6 +118,7 @@ public final class DovecotAuth: Sendable, CustomStringConvertible {
         let timeout = self.timeout
         return try await Self.offThread { () throws -> Bool in
             let connection = try StreamSocket.connect(network: .unix, address: socketPath, timeout: timeout)
+            connection.deadline = .now + timeout
             try connection.write("VERSION\t1\t1\nCPID\t\(getpid())\n")
             // The server's handshake (its mechanisms, cookie...) ends with DONE.
             while true {

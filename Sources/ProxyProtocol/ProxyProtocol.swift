@@ -113,6 +113,10 @@ public enum ProxyProtocol {
         let addressLength: Int
         let family: Int32
         switch familyAndTransport {
+        case 0x00:
+            // UNSPEC: the proxy does not know the client; the specification
+            // says to use the connection's own addresses, as for LOCAL.
+            return .header(ProxyHeader(version: 2, addresses: .local), length: 16 + length)
         case 0x11: (family, addressLength) = (AF_INET, 4)
         case 0x21: (family, addressLength) = (AF_INET6, 16)
         default: return .invalid("unsupported address family and transport 0x\(String(familyAndTransport, radix: 16))")

@@ -28,6 +28,10 @@ public final class StreamSocket {
     private var sawEnd = false
     /// The longest line `readLine` accepts; protocols here have short lines.
     public var maximumLineBytes = 64 * 1024
+    /// When set, no read or write goes past it: the whole exchange is
+    /// bounded, not only each call, as Go's SetDeadline does. A peer that
+    /// trickles a byte at a time cannot hold us longer.
+    public var deadline: ContinuousClock.Instant?
 
     private init(fd: Int32) { self.fd = fd }
 
@@ -142,6 +146,7 @@ public final class StreamSocket {
     public func write(_ bytes: some Sequence<UInt8>) throws(Failure) {
         var pending = Array(bytes)[...]
         while !pending.isEmpty {
+            do { try armDeadline() } catch { throw Failure("write: \(error)") }
             let n = pending.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw Failure("write: \(Self.ioError(errno))") }
@@ -184,6 +189,7 @@ public final class StreamSocket {
         }
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
+            do { try armDeadline() } catch { throw Failure("read: \(error)") }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else { throw Failure("read: \(Self.ioError(errno))") }
@@ -191,6 +197,17 @@ public final class StreamSocket {
             buffer += chunk[0..<n]
             return
         }
+    }
+
+    /// Shortens the socket's timeouts to what is left before `deadline`.
+    private func armDeadline() throws(Failure) {
+        guard let deadline else { return }
+        let remaining = deadline - .now
+        guard remaining > .zero else { throw Failure("i/o timeout") }
+        let millis = Self.milliseconds(remaining)
+        var limit = timeval(tv_sec: millis / 1000, tv_usec: (millis % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// A timed-out call reads as Go's `i/o timeout`.

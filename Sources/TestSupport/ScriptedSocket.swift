@@ -8,7 +8,8 @@ import Glibc
 /// A Unix socket server that plays the peer's side of a scripted exchange,
 /// for tests of line protocols (Dovecot, LMTP). On each connection it
 /// writes `greeting`, then answers each line received with `reply(line)`
-/// (nil: say nothing; `<close>`: hang up), and records every byte it got.
+/// (nil: say nothing; `<close>`: hang up; `<pause>` inside it: a 100 ms
+/// pause between writes), and records every byte it got.
 public final class ScriptedSocket: Sendable {
     public let path: String
     private let fd: Int32
@@ -58,7 +59,11 @@ public final class ScriptedSocket: Sendable {
                         pending = String(pending.unicodeScalars[pending.unicodeScalars.index(after: newline)...])
                         if let answer = reply(line) {
                             if answer == "<close>" { break loop }
-                            _ = answer.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+                            // "<pause>" splits an answer into writes 100 ms apart.
+                            for (i, part) in answer.components(separatedBy: "<pause>").enumerated() {
+                                if i > 0 { usleep(100_000) }
+                                _ = part.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+                            }
                         }
                     }
                 }

@@ -101,10 +101,11 @@ func v2(command: UInt8 = 0x21, family: UInt8 = 0x11, body: [UInt8]) -> [UInt8] {
     @Test func invalidHeadersAreRefused() {
         #expect(ProxyProtocol.parse(v2(command: 0x11, body: [])) == .invalid("unsupported version 1"))
         #expect(ProxyProtocol.parse(v2(command: 0x22, body: [])) == .invalid("unknown command 2"))
-        // UDP, Unix and UNSPEC carry no TCP client.
+        // UDP and Unix carry no TCP client.
         #expect(ProxyProtocol.parse(v2(family: 0x12, body: [UInt8](repeating: 0, count: 12))) == .invalid("unsupported address family and transport 0x12"))
         #expect(ProxyProtocol.parse(v2(family: 0x31, body: [UInt8](repeating: 0, count: 216))) == .invalid("unsupported address family and transport 0x31"))
-        #expect(ProxyProtocol.parse(v2(family: 0x00, body: [])) == .invalid("unsupported address family and transport 0x0"))
+        // UNSPEC with PROXY: the connection's own addresses, as LOCAL.
+        #expect(ProxyProtocol.parse(v2(family: 0x00, body: [])) == .header(ProxyHeader(version: 2, addresses: .local), length: 16))
         #expect(ProxyProtocol.parse(v2(family: 0x11, body: [1, 2, 3, 4])) == .invalid("address block too short"))
         var wrong = v2(body: [UInt8](repeating: 0, count: 12))
         wrong[5] = 0x0B
