@@ -45,14 +45,14 @@ public struct ServerPolicy: SessionPolicy {
 
     /// A resolver over the current snapshot.
     public func resolver() -> Resolver {
-        guard let dovecot else {
-            return domains.snapshot.resolver(rules: domains.rules, hook: aliasHook?.asResolverHook)
-        }
         // A user our database does not know may be Dovecot's; Dovecot down
         // is an error (a 451 at RCPT), never "no such user".
-        return domains.snapshot.resolver(rules: domains.rules, hook: aliasHook?.asResolverHook) { user, domain in
-            try await dovecot.exists(Self.dovecotName(user: user, domain: domain))
+        var dovecotExists: Resolver.UserExists?
+        if let dovecot {
+            dovecotExists = { user, domain in try await dovecot.exists(Self.dovecotName(user: user, domain: domain)) }
         }
+        return domains.snapshot.resolver(
+            rules: domains.rules, hook: aliasHook?.asResolverHook, extraUserExists: dovecotExists)
     }
 
     /// The name Dovecot is asked about: `user@domain`, or `user` alone.

@@ -82,12 +82,9 @@ public enum ProxyProtocol {
         }
         guard let sourcePort = port(fields[4]) else { return .invalid("invalid source port") }
         guard let destinationPort = port(fields[5]) else { return .invalid("invalid destination port") }
-        return .header(
-            ProxyHeader(
-                version: 1,
-                addresses: .tcp(
-                    source: .init(ip: source, port: sourcePort), destination: .init(ip: destination, port: destinationPort))
-            ), length: newline + 1)
+        return tcpHeader(
+            version: 1, source: .init(ip: source, port: sourcePort),
+            destination: .init(ip: destination, port: destinationPort), length: newline + 1)
     }
 
     static func parseV2(_ bytes: [UInt8]) -> ProxyParse {
@@ -129,12 +126,15 @@ public enum ProxyProtocol {
         let sourcePort = Int(body[portsAt]) << 8 | Int(body[portsAt + 1])
         let destinationPort = Int(body[portsAt + 2]) << 8 | Int(body[portsAt + 3])
         // TLVs may follow; none changes what we use.
-        return .header(
-            ProxyHeader(
-                version: 2,
-                addresses: .tcp(
-                    source: .init(ip: source, port: sourcePort), destination: .init(ip: destination, port: destinationPort))
-            ), length: 16 + length)
+        return tcpHeader(
+            version: 2, source: .init(ip: source, port: sourcePort),
+            destination: .init(ip: destination, port: destinationPort), length: 16 + length)
+    }
+
+    static func tcpHeader(
+        version: Int, source: ProxyHeader.Endpoint, destination: ProxyHeader.Endpoint, length: Int
+    ) -> ProxyParse {
+        .header(ProxyHeader(version: version, addresses: .tcp(source: source, destination: destination)), length: length)
     }
 
     /// The address in its canonical text, if `text` is one of `family`.

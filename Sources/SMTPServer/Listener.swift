@@ -208,13 +208,15 @@ public struct BoundListener: Sendable {
     /// proxy's own address.
     static func facts(from header: ProxyHeader, proxy: ConnectionFacts) -> ConnectionFacts {
         guard case .tcp(let source, _) = header.addresses else { return proxy }
-        let address = source.ip.contains(":") ? "[\(source.ip)]:\(source.port)" : "\(source.ip):\(source.port)"
-        return ConnectionFacts(remoteAddress: address, remoteIP: source.ip)
+        return ConnectionFacts(remoteAddress: hostPort(source.ip, source.port), remoteIP: source.ip)
     }
 
     static func format(_ address: SocketAddress) -> String {
-        let ip = address.ipAddress ?? "?"
-        let port = address.port ?? 0
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        hostPort(address.ipAddress ?? "?", address.port ?? 0)
+    }
+
+    /// `ip:port`, IPv6 as `[ip]:port`.
+    static func hostPort(_ ip: String, _ port: Int) -> String {
+        ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

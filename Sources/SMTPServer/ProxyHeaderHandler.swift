@@ -20,8 +20,8 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
     let header: EventLoopPromise<ProxyHeader>
     private var buffered: ByteBuffer?
     private var timer: Scheduled<Void>?
-    private var done = false
-    private var succeeded = false
+    private enum State { case waiting, passed, refused }
+    private var state = State.waiting
 
     init(header: EventLoopPromise<ProxyHeader>) {
         self.header = header
@@ -31,16 +31,16 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: Self.deadline) {
-            guard !handler.value.done else { return }
+            guard handler.value.state == .waiting else { return }
             handler.value.fail(
                 boundContext.value, "no PROXY header within \(Self.deadline.nanoseconds / 1_000_000_000) s")
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !done else {
+        guard state == .waiting else {
             // After a refusal nothing the client sent goes further.
-            if succeeded { context.fireChannelRead(data) }
+            if state == .passed { context.fireChannelRead(data) }
             return
         }
         var incoming = unwrapInboundIn(data)
@@ -62,8 +62,7 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .invalid(let reason):
             fail(context, reason)
         case .header(let parsed, let length):
-            done = true
-            succeeded = true
+            state = .passed
             timer?.cancel()
             buffered!.moveReaderIndex(forwardBy: length)
             let rest = buffered!
@@ -78,8 +77,8 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !done {
-            done = true
+        if state == .waiting {
+            state = .refused
             timer?.cancel()
             header.fail(Failure(description: "connection closed before the PROXY header"))
         }
@@ -87,7 +86,7 @@ final class ProxyHeaderHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func fail(_ context: ChannelHandlerContext, _ reason: String) {
-        done = true
+        state = .refused
         timer?.cancel()
         buffered = nil
         header.fail(Failure(description: reason))
