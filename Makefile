@@ -18,8 +18,8 @@ MAIL_USER ?= mail
 SWIFT ?= swift
 BUILD_DIR ?= .build/release
 
-PROGRAMS = chasquid chasquid-util mda-lmtp maildir-deliver
-MAN1 = man/chasquid.1 man/chasquid-util.1 man/mda-lmtp.1 man/maildir-deliver.1
+PROGRAMS = chasquid chasquid-util mda-lmtp maildir-deliver smtp-check
+MAN1 = man/chasquid.1 man/chasquid-util.1 man/mda-lmtp.1 man/maildir-deliver.1 man/smtp-check.1
 MAN5 = man/chasquid.conf.5
 UNITS = chasquid.service chasquid-smtp.socket chasquid-submission.socket chasquid-submission_tls.socket
 

@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "chasquid-util", targets: ["chasquid-util"]),
         .executable(name: "maildir-deliver", targets: ["maildir-deliver"]),
         .executable(name: "mda-lmtp", targets: ["mda-lmtp"]),
+        .executable(name: "smtp-check", targets: ["smtp-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-certificates", exact: "1.21.1"),
         // Tests only: reads the SPF conformance suite (YAML).
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
@@ -215,6 +217,42 @@ let package = Package(
         // Delivering one message over LMTP (mda-lmtp's work): the dialogue and its exit statuses.
         .target(name: "LMTPDelivery", dependencies: ["GoCompat", "IDNA", "StreamSocket"], swiftSettings: strictSettings),
         .executableTarget(name: "mda-lmtp", dependencies: ["GoFlags", "LMTPDelivery"], swiftSettings: strictSettings),
+        // MTA-STS (RFC 8461): the TXT record, the policy text and its MX
+        // patterns, and the policy fetch over verified HTTPS.
+        .target(
+            name: "MTASTS",
+            dependencies: [
+                "DNS", "GoCompat", "IDNA",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings),
+        // DKIM keys as chasquid keeps them (domains/<d>/dkim:<selector>.pem)
+        // and the key records DNS publishes for them.
+        .target(
+            name: "DKIMKeys",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings),
+        // smtp-check's work: a domain's MX, SPF, TLS, MTA-STS, reverse DNS,
+        // DKIM and DMARC as the world sees them, with the records that fix
+        // each problem.
+        .target(
+            name: "SetupCheck",
+            dependencies: [
+                "DKIMKeys", "DNS", "IDNA", "MTASTS", "SMTPClient", "SMTPCore", "SPF",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strictSettings),
+        .executableTarget(
+            name: "smtp-check", dependencies: ["DNS", "GoFlags", "RemoteDelivery", "SetupCheck"],
+            swiftSettings: strictSettings),
         // chasquid-util's commands, as a library so tests can call them.
         .target(
             name: "AdminTool",
@@ -272,6 +310,19 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
+        .testTarget(name: "MTASTSTests", dependencies: ["MTASTS"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "DKIMKeysTests",
+            dependencies: [
+                "DKIMKeys", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings),
+        .testTarget(name: "SMTPClientTests", dependencies: ["SMTPClient"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "SetupCheckTests",
+            dependencies: ["SetupCheck", "DNS", .product(name: "NIOSSL", package: "swift-nio-ssl")],
+            swiftSettings: strictSettings),
         .testTarget(name: "ProxyProtocolTests", dependencies: ["ProxyProtocol"], swiftSettings: strictSettings),
         .testTarget(name: "LMTPDeliveryTests", dependencies: ["LMTPDelivery", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(

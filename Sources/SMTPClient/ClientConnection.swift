@@ -109,7 +109,14 @@ public final class ClientConnection: Sendable {
     /// Starts TLS on the connection (after the server's 220 to STARTTLS) and
     /// waits for the handshake. `serverName` is sent as SNI and, when the
     /// context verifies, checked against the certificate.
-    public func startTLS(context: NIOSSLContext, serverName: String?, timeout: Duration) async throws {
+    ///
+    /// With `presentedChain`, the certificate chain is not verified but
+    /// handed to it as the server sent it (for diagnosing a chain that
+    /// failed verification, never for delivering mail).
+    public func startTLS(
+        context: NIOSSLContext, serverName: String?, timeout: Duration,
+        presentedChain: (@Sendable ([NIOSSLCertificate]) -> Void)? = nil
+    ) async throws {
         let reader = self.reader
         let channel = self.channel
         let eventLoop = channel.eventLoop
@@ -118,13 +125,45 @@ public final class ClientConnection: Sendable {
             // could be an injection: it is dropped [SEC].
             reader.value.discardBuffered()
             do {
-                let handler = try NIOSSLClientHandler(context: context, serverHostname: serverName)
+                let handler: NIOSSLClientHandler
+                if let presentedChain {
+                    handler = try NIOSSLClientHandler(
+                        context: context, serverHostname: serverName,
+                        customVerificationCallback: { chain, promise in
+                            presentedChain(chain)
+                            promise.succeed(.certificateVerified)
+                        })
+                } else {
+                    handler = try NIOSSLClientHandler(context: context, serverHostname: serverName)
+                }
                 try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+                try channel.pipeline.syncOperations.addHandler(ServerHelloObserver(), position: .first)
             } catch {
                 return eventLoop.makeFailedFuture(ClientError("TLS setup: \(error)"))
             }
             return reader.value.handshake(timeout: TimeAmount(timeout), eventLoop: eventLoop)
         }.get()
+    }
+
+    /// The version and cipher suite of the TLS session started by
+    /// `startTLS`; empty before it.
+    public func tlsParameters() async -> TLSParameters {
+        let channel = self.channel
+        return (try? await channel.eventLoop.submit { () -> TLSParameters in
+            let operations = channel.pipeline.syncOperations
+            let tls = try? operations.handler(type: NIOSSLClientHandler.self)
+            let observer = try? operations.handler(type: ServerHelloObserver.self)
+            return TLSParameters(version: tls?.tlsVersion.map(Self.code), cipherSuite: observer?.cipherSuite)
+        }.get()) ?? TLSParameters()
+    }
+
+    static func code(_ version: TLSVersion) -> UInt16 {
+        switch version {
+        case .tlsv1: 0x0301
+        case .tlsv11: 0x0302
+        case .tlsv12: 0x0303
+        case .tlsv13: 0x0304
+        }
     }
 
     public func close() {

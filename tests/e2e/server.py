@@ -87,12 +87,17 @@ def mda_lmtp_bin():
     return deployed.installed(binary("MDA_LMTP", ".build/debug/mda-lmtp"))
 
 
+def smtp_check_bin():
+    return deployed.installed(binary("SMTP_CHECK", ".build/debug/smtp-check"))
+
+
 def wait_for_binaries(timeout=120):
     """The lead may be rebuilding; a binary can be briefly missing."""
     deadline = time.monotonic() + timeout
     bins = [binary("CHASQUID", ".build/debug/chasquid"), chasquid_util_bin(),
             binary("MAILDIR_DELIVER", ".build/debug/maildir-deliver"),
-            binary("MDA_LMTP", ".build/debug/mda-lmtp")]
+            binary("MDA_LMTP", ".build/debug/mda-lmtp"),
+            binary("SMTP_CHECK", ".build/debug/smtp-check")]
     while True:
         missing = [b for b in bins if not (b.is_file() and os.access(b, os.X_OK))]
         if not missing:

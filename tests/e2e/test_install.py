@@ -28,7 +28,7 @@ import processes
 import server as S
 
 REPO = S.REPO_ROOT
-PROGRAMS = ["chasquid", "chasquid-util", "mda-lmtp", "maildir-deliver"]
+PROGRAMS = ["chasquid", "chasquid-util", "mda-lmtp", "maildir-deliver", "smtp-check"]
 UNITS = ["chasquid.service", "chasquid-smtp.socket", "chasquid-submission.socket", "chasquid-submission_tls.socket"]
 
 
@@ -66,7 +66,7 @@ def test_destdir_layout(destdir):
     make("install-binaries", "install-config-skeleton", DESTDIR=destdir, PREFIX="/usr")
     for p in PROGRAMS:
         assert mode(destdir / "usr/bin" / p) == 0o755, p
-    for page in ["man1/chasquid.1", "man1/chasquid-util.1", "man1/mda-lmtp.1", "man1/maildir-deliver.1",
+    for page in ["man1/chasquid.1", "man1/chasquid-util.1", "man1/mda-lmtp.1", "man1/maildir-deliver.1", "man1/smtp-check.1",
                  "man5/chasquid.conf.5"]:
         assert (destdir / "usr/share/man" / page).is_file(), page
     conf = destdir / "etc/chasquid"
@@ -114,7 +114,7 @@ def test_the_example_config_is_valid_and_all_defaults(destdir):
     assert rc == 0, err + examples
 
 
-@pytest.mark.parametrize("page", ["chasquid.1", "chasquid-util.1", "mda-lmtp.1", "maildir-deliver.1",
+@pytest.mark.parametrize("page", ["chasquid.1", "chasquid-util.1", "mda-lmtp.1", "maildir-deliver.1", "smtp-check.1",
                                   "chasquid.conf.5"])
 def test_man_pages_render_without_warnings(page):
     p = subprocess.run(["man", "--warnings", "-l", str(REPO / "man" / page)], capture_output=True,

@@ -1,0 +1,86 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A DKIM tag list (RFC 6376 §3.2):
+///
+///     tag-list  =  tag-spec *( ";" tag-spec ) [ ";" ]
+///     tag-spec  =  [FWS] tag-name [FWS] "=" [FWS] tag-value [FWS]
+///     tag-name  =  ALPHA *ALNUMPUNC
+///     tag-value =  [ tval *( 1*(WSP / FWS) tval ) ]
+///
+/// Tags are case-sensitive; a duplicated tag makes the whole list invalid.
+public struct DKIMTagList: Sendable, Equatable {
+    public var tags: [(name: String, value: String)]
+
+    public static func == (a: DKIMTagList, b: DKIMTagList) -> Bool {
+        a.tags.elementsEqual(b.tags) { $0.name == $1.name && $0.value == $1.value }
+    }
+
+    public subscript(name: String) -> String? { tags.first { $0.name == name }?.value }
+
+    public struct Invalid: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(parsing text: String) throws(Invalid) {
+        tags = []
+        let specs = text.split(separator: ";", omittingEmptySubsequences: false)
+        for (index, spec) in specs.enumerated() {
+            let trimmed = spec.trimmingFWS()
+            // The list may end with ";" (the last spec is then empty).
+            if trimmed.isEmpty, index == specs.count - 1 { continue }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                throw Invalid(description: "tag without \"=\": \(String(trimmed))")
+            }
+            let name = String(trimmed[..<equals].trimmingFWS())
+            let value = String(trimmed[trimmed.index(after: equals)...].trimmingFWS())
+            guard let first = name.unicodeScalars.first, first.properties.isAlphabetic, first.isASCII,
+                name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") })
+            else {
+                throw Invalid(description: "invalid tag name \"\(name)\"")
+            }
+            guard self[name] == nil else { throw Invalid(description: "duplicated tag \"\(name)\"") }
+            tags.append((name, value))
+        }
+    }
+}
+
+/// The key record at `<selector>._domainkey.<domain>` (RFC 6376 §3.6.1).
+public struct DKIMKeyRecord: Sendable, Equatable {
+    /// `k=`, "rsa" when absent.
+    public var keyType: String
+    /// `p=` decoded; empty means the key was revoked.
+    public var publicKey: [UInt8]
+
+    public init(parsing text: String) throws(DKIMTagList.Invalid) {
+        let list = try DKIMTagList(parsing: text)
+        // v= is optional, but when present it must be first and DKIM1.
+        if let version = list["v"] {
+            guard list.tags.first?.name == "v", version == "DKIM1" else {
+                throw DKIMTagList.Invalid(description: "v= must come first and be DKIM1")
+            }
+        }
+        keyType = list["k"] ?? "rsa"
+        guard let encoded = list["p"] else { throw DKIMTagList.Invalid(description: "no p= tag") }
+        let base64 = encoded.filter { !" \t\r\n".contains($0) }
+        guard let data = Data(base64Encoded: base64) else {
+            throw DKIMTagList.Invalid(description: "p= is not base64")
+        }
+        publicKey = Array(data)
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing folding white space (SP, HTAB, CR, LF).
+    func trimmingFWS() -> Substring {
+        let isFWS: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r\n" || $0 == "\r" || $0 == "\n" }
+        let string = Substring(self)
+        guard let first = string.firstIndex(where: { !isFWS($0) }), let last = string.lastIndex(where: { !isFWS($0) }) else {
+            return ""
+        }
+        return string[first...last]
+    }
+}

@@ -1,0 +1,133 @@
+import NIOCore
+
+/// What a TLS handshake settled on, for people to read (smtp-check's
+/// `TLS OK: TLS-1.3 - TLS_AES_128_GCM_SHA256`).
+public struct TLSParameters: Sendable, Equatable {
+    /// The protocol version, e.g. 0x0304 for TLS 1.3.
+    public var version: UInt16?
+    /// The cipher suite's IANA code point.
+    public var cipherSuite: UInt16?
+
+    public init(version: UInt16? = nil, cipherSuite: UInt16? = nil) {
+        self.version = version
+        self.cipherSuite = cipherSuite
+    }
+
+    /// chasquid's version names (its tlsconst package): `TLS-1.2`.
+    public static func versionName(_ version: UInt16) -> String {
+        switch version {
+        case 0x0300: "SSL-3.0"
+        case 0x0301: "TLS-1.0"
+        case 0x0302: "TLS-1.1"
+        case 0x0303: "TLS-1.2"
+        case 0x0304: "TLS-1.3"
+        default: "TLS-" + hex(version)
+        }
+    }
+
+    /// IANA's names for the suites a TLS library may still negotiate, and
+    /// chasquid's form for any other.
+    public static func cipherSuiteName(_ suite: UInt16) -> String {
+        cipherSuiteNames[suite] ?? "TLS_UNKNOWN_CIPHER_SUITE-" + hex(suite)
+    }
+
+    static func hex(_ value: UInt16) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
+    static let cipherSuiteNames: [UInt16: String] = [
+        0x1301: "TLS_AES_128_GCM_SHA256",
+        0x1302: "TLS_AES_256_GCM_SHA384",
+        0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+        0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+        0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+        0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+        0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+        0xC023: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+        0xC027: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+        0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256",
+        0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
+        0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA",
+        0x0035: "TLS_RSA_WITH_AES_256_CBC_SHA",
+        0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256",
+        0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    ]
+}
+
+/// Reads the server's cipher choice from its ServerHello as the bytes go by
+/// to the TLS handler: NIOSSL does not expose the negotiated suite. The
+/// ServerHello is sent in the clear in every TLS version, before anything
+/// encrypted, so this looks only at the first handshake records.
+///
+///     TLSPlaintext = type(1) version(2) length(2) fragment
+///     Handshake    = msg_type(1) = 2 | length(3) | legacy_version(2)
+///                    random(32) | session_id<0..32> | cipher_suite(2) ...
+struct ServerHelloParser {
+    /// Handshake bytes gathered from the leading handshake records.
+    private var handshake: [UInt8] = []
+    private var pending: [UInt8] = []
+    private(set) var finished = false
+    private(set) var cipherSuite: UInt16?
+
+    /// The most handshake bytes looked at before giving up.
+    static let limit = 16 * 1024
+
+    mutating func feed(_ bytes: some Collection<UInt8>) {
+        guard !finished else { return }
+        pending.append(contentsOf: bytes)
+        while pending.count >= 5 {
+            let length = Int(pending[3]) << 8 | Int(pending[4])
+            guard pending[0] == 22 else {
+                finished = true
+                return
+            }
+            guard pending.count >= 5 + length else { break }
+            handshake.append(contentsOf: pending[5..<5 + length])
+            pending.removeFirst(5 + length)
+            parseHandshake()
+            if finished { return }
+        }
+        if pending.count + handshake.count > Self.limit { finished = true }
+    }
+
+    private mutating func parseHandshake() {
+        guard handshake.count >= 4 else { return }
+        guard handshake[0] == 2 else {
+            finished = true
+            return
+        }
+        let sessionIDLengthAt = 4 + 2 + 32
+        guard handshake.count > sessionIDLengthAt else { return }
+        let suiteAt = sessionIDLengthAt + 1 + Int(handshake[sessionIDLengthAt])
+        guard handshake.count >= suiteAt + 2 else { return }
+        cipherSuite = UInt16(handshake[suiteAt]) << 8 | UInt16(handshake[suiteAt + 1])
+        finished = true
+    }
+}
+
+/// Sits before the TLS handler and lets every byte through, noting the
+/// cipher suite from the ServerHello on the way.
+final class ServerHelloObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private var parser = ServerHelloParser()
+    var cipherSuite: UInt16? { parser.cipherSuite }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !parser.finished {
+            parser.feed(unwrapInboundIn(data).readableBytesView)
+        }
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension ServerHelloObserver: Sendable {}
