@@ -45,6 +45,16 @@ public struct DKIMKey: Sendable {
         }
     }
 
+    /// The forms of the public key a record may carry and still be this
+    /// key: for RSA also the bare PKCS#1 RSAPublicKey, RFC 6376's literal
+    /// wording, which some tools publish.
+    public var publishedForms: [[UInt8]] {
+        switch material {
+        case .rsa(let key): [publicKeyBytes, Array(key.publicKey.pkcs1DERRepresentation)]
+        case .ed25519: [publicKeyBytes]
+        }
+    }
+
     /// The TXT record value to publish at `<selector>._domainkey.<domain>`,
     /// in chasquid-util dkim-dns's form.
     public var recordValue: String {

@@ -63,9 +63,10 @@ public struct DKIMKeyRecord: Sendable, Equatable {
                 throw DKIMTagList.Invalid(description: "v= must come first and be DKIM1")
             }
         }
-        keyType = list["k"] ?? "rsa"
+        keyType = (list["k"] ?? "rsa").lowercased()
         guard let encoded = list["p"] else { throw DKIMTagList.Invalid(description: "no p= tag") }
-        let base64 = encoded.filter { !" \t\r\n".contains($0) }
+        // Per scalar: "\r\n" is one Character, and a lone CR or LF is FWS too.
+        let base64 = String(String.UnicodeScalarView(encoded.unicodeScalars.filter { !" \t\r\n".unicodeScalars.contains($0) }))
         guard let data = Data(base64Encoded: base64) else {
             throw DKIMTagList.Invalid(description: "p= is not base64")
         }

@@ -44,8 +44,9 @@ public struct STSPolicy: Sendable, Equatable {
             switch key {
             case "version": version = value
             case "mode": modeText = value
-            // A value that is not all digits is invalid, and max_age 0 says so.
-            case "max_age": maxAge = value.allSatisfy(\.isASCIIDigit) ? Int(value.prefix(10)) ?? 0 : 0
+            // max_age = 1*10DIGIT; anything else is invalid, and 0 says so.
+            case "max_age":
+                maxAge = (1...10).contains(value.count) && value.allSatisfy(\.isASCIIDigit) ? Int(value) ?? 0 : 0
             case "mx": mxPatterns.append(value)
             default: continue
             }
@@ -66,10 +67,12 @@ public struct STSPolicy: Sendable, Equatable {
     }
 
     /// Whether the policy can be used: version STSv1, a max_age, a known
-    /// mode, and at least one mx (required, even for `none`).
+    /// mode, and at least one mx (required, even for `none`). A max_age
+    /// above the RFC's maximum is accepted, as chasquid accepts it; a cache
+    /// keeps the policy for at most `maximumMaxAge`.
     public func check() throws(Invalid) {
         guard version == "STSv1" else { throw .unknownVersion }
-        guard maxAge > 0, maxAge <= Self.maximumMaxAge else { throw .invalidMaxAge }
+        guard maxAge > 0 else { throw .invalidMaxAge }
         guard mode != nil else { throw .invalidMode }
         guard !mxPatterns.isEmpty else { throw .invalidMX }
     }
@@ -102,7 +105,8 @@ public struct STSPolicy: Sendable, Equatable {
     /// The policy as Go prints chasquid's Policy struct with `%+v`, which
     /// smtp-check shows: `{Version:STSv1 Mode:enforce MXs:[a b] MaxAge:24h0m0s}`.
     public var goDescription: String {
-        let age = GoDuration.format(nanoseconds: Int64(maxAge) * 1_000_000_000)
+        // Go's time.Duration wraps past 292 years; so does this.
+        let age = GoDuration.format(nanoseconds: Int64(maxAge) &* 1_000_000_000)
         return "{Version:\(version) Mode:\(modeText) MXs:[\(mxPatterns.joined(separator: " "))] MaxAge:\(age)}"
     }
 }
@@ -114,7 +118,11 @@ public struct STSPolicy: Sendable, Equatable {
 ///     sts-id          = %s"id=" 1*32(ALPHA / DIGIT)
 ///     sts-field-delim = *WSP ";" *WSP
 public struct STSRecord: Sendable, Equatable {
-    public var id: String
+    /// The record's `id=`, if it has a valid one.
+    public var id: String?
+    /// What RFC 8461 finds wrong with the records (several, no valid id),
+    /// which chasquid does not check; nil when nothing.
+    public var problem: Problem?
 
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
         case missing, several(Int), invalid(String)
@@ -122,31 +130,34 @@ public struct STSRecord: Sendable, Equatable {
             switch self {
             case .missing: "MTA-STS TXT record missing"
             case .several(let count): "\(count) MTA-STS TXT records (there must be one)"
-            case .invalid(let text): "invalid MTA-STS TXT record \(goQuoted(text))"
+            case .invalid(let text): "MTA-STS TXT record without a valid id= (\(text))"
             }
         }
     }
 
-    /// The one record among a name's TXT strings: those that do not start
-    /// with `v=STSv1;` are not about MTA-STS; more than one, or one
-    /// without a valid id, means no policy (§3.1).
+    /// The record among a name's TXT strings. As chasquid, any string that
+    /// starts with `v=STSv1;` means the domain has a policy; more than one,
+    /// or one without a valid id, is noted as `problem` (RFC 8461 would
+    /// ignore them) but does not stop the policy from being fetched.
     public static func find(in texts: [String]) throws(Problem) -> STSRecord {
         let candidates = texts.filter { $0.hasPrefix("v=STSv1;") }
-        guard !candidates.isEmpty else { throw .missing }
-        guard candidates.count == 1, let text = candidates.first else { throw .several(candidates.count) }
-        var id: String?
+        guard let text = candidates.first else { throw .missing }
+        var record = STSRecord(id: nil, problem: nil)
         for field in text.split(separator: ";").dropFirst() {
             let field = field.trimmingWhitespace()
             if field.hasPrefix("id=") {
                 let value = field.dropFirst(3)
-                guard (1...32).contains(value.count), value.allSatisfy({ $0.isASCIIDigit || $0.isASCIILetter }) else {
-                    throw .invalid(text)
+                if (1...32).contains(value.count), value.allSatisfy({ $0.isASCIIDigit || $0.isASCIILetter }) {
+                    record.id = String(value)
                 }
-                id = String(value)
             }
         }
-        guard let id else { throw .invalid(text) }
-        return STSRecord(id: id)
+        if candidates.count > 1 {
+            record.problem = .several(candidates.count)
+        } else if record.id == nil {
+            record.problem = .invalid(text)
+        }
+        return record
     }
 }
 

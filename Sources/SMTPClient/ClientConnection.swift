@@ -7,7 +7,14 @@ import SMTPCore
 /// Why an outgoing session failed before the server gave a reply to act on.
 public struct ClientError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The TLS library refused the handshake (a certificate that does not
+    /// verify, among others), as opposed to a timeout or a closed
+    /// connection.
+    public var isTLSFailure = false
+    public init(_ description: String, isTLSFailure: Bool = false) {
+        self.description = description
+        self.isTLSFailure = isTLSFailure
+    }
 }
 
 /// One outgoing SMTP connection: commands out, replies in, STARTTLS in the
@@ -265,7 +272,7 @@ final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(ClientError("\(error)"))
+        fail(ClientError("\(error)", isTLSFailure: error is NIOSSLError || error is NIOSSLExtraError))
         context.close(promise: nil)
     }
 

@@ -70,42 +70,61 @@ public struct TLSParameters: Sendable, Equatable {
 ///     Handshake    = msg_type(1) = 2 | length(3) | legacy_version(2)
 ///                    random(32) | session_id<0..32> | cipher_suite(2) ...
 struct ServerHelloParser {
+    /// Bytes not yet parsed into records (at most one record's worth).
+    private var pending: [UInt8] = []
     /// Handshake bytes gathered from the leading handshake records.
     private var handshake: [UInt8] = []
-    private var pending: [UInt8] = []
+    /// Bytes seen in all, for the limit.
+    private var seen = 0
     private(set) var finished = false
     private(set) var cipherSuite: UInt16?
 
-    /// The most handshake bytes looked at before giving up.
-    static let limit = 16 * 1024
+    /// The most bytes looked at before giving up (a ServerHello is well
+    /// under 1 KiB; TLS records are at most 16 KiB plus header).
+    static let limit = 20 * 1024
 
     mutating func feed(_ bytes: some Collection<UInt8>) {
         guard !finished else { return }
+        seen += bytes.count
+        guard seen <= Self.limit else {
+            finished = true
+            return
+        }
         pending.append(contentsOf: bytes)
-        while pending.count >= 5 {
-            let length = Int(pending[3]) << 8 | Int(pending[4])
-            guard pending[0] == 22 else {
+        var offset = 0
+        defer { if !finished { pending.removeFirst(offset) } }
+        while pending.count - offset >= 5, !finished {
+            guard pending[offset] == 22 else {
                 finished = true
                 return
             }
-            guard pending.count >= 5 + length else { break }
-            handshake.append(contentsOf: pending[5..<5 + length])
-            pending.removeFirst(5 + length)
+            let length = Int(pending[offset + 3]) << 8 | Int(pending[offset + 4])
+            guard pending.count - offset >= 5 + length else { return }
+            handshake.append(contentsOf: pending[(offset + 5)..<(offset + 5 + length)])
+            offset += 5 + length
             parseHandshake()
-            if finished { return }
         }
-        if pending.count + handshake.count > Self.limit { finished = true }
     }
 
+    /// Handshake = msg_type(1) length(3) body: a ServerHello's body is
+    /// legacy_version(2) random(32) session_id<0..32> cipher_suite(2) ...
     private mutating func parseHandshake() {
         guard handshake.count >= 4 else { return }
         guard handshake[0] == 2 else {
             finished = true
             return
         }
+        let messageLength = Int(handshake[1]) << 16 | Int(handshake[2]) << 8 | Int(handshake[3])
         let sessionIDLengthAt = 4 + 2 + 32
         guard handshake.count > sessionIDLengthAt else { return }
-        let suiteAt = sessionIDLengthAt + 1 + Int(handshake[sessionIDLengthAt])
+        let sessionIDLength = Int(handshake[sessionIDLengthAt])
+        let suiteAt = sessionIDLengthAt + 1 + sessionIDLength
+        // A malformed hello gives no suite rather than one read from
+        // elsewhere.
+        guard sessionIDLength <= 32, suiteAt + 2 <= 4 + messageLength else {
+            finished = true
+            return
+        }
         guard handshake.count >= suiteAt + 2 else { return }
         cipherSuite = UInt16(handshake[suiteAt]) << 8 | UInt16(handshake[suiteAt + 1])
         finished = true

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One thing found wrong, and what to publish or change to fix it.
 public struct Problem: Sendable, Equatable {
     /// One line, e.g. `mx.example.com: SPF failed (192.0.2.1)`.
@@ -27,17 +29,47 @@ public struct Report: Sendable, Equatable {
     }
 }
 
+/// Text from servers (TXT records, replies, certificate names, policy
+/// bodies) shown on a terminal: control characters (C0, DEL, C1) are
+/// written as `\x..` / `\u{..}`, so none can move the cursor, recolour
+/// the screen or end a line.
+enum Printable {
+    static func line(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x00..<0x20, 0x7F:
+                out += "\\x" + hex(scalar.value, width: 2)
+            case 0x80..<0xA0:
+                out += "\\u{" + hex(scalar.value, width: 4) + "}"
+            default:
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    static func hex(_ value: UInt32, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+}
+
 /// Zone-file forms of the records the advice asks for.
 enum Zone {
     /// A TXT record; values longer than 255 bytes are split into several
     /// character-strings, as DNS requires (RFC 1035 §3.3.14).
+    /// `"` and `\` are escaped, as zone files need (RFC 1035 §5.1).
     static func txt(_ name: String, _ value: String) -> String {
         var strings: [String] = []
         var rest = Substring(value)
         while !rest.isEmpty {
             let piece = rest.utf8.prefix(255)
             let end = piece.endIndex
-            strings.append("\"" + String(rest[..<end]) + "\"")
+            let text = String(rest[..<end]).replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\"", with: "\\\"")
+            strings.append("\"" + text + "\"")
             rest = rest[end...]
         }
         return "\(name). IN TXT \(strings.joined(separator: " "))"

@@ -41,7 +41,7 @@ public struct SetupCheck: Sendable {
     /// Looks at a certificate that failed verification, to say why.
     public var lenientContext: NIOSSLContext
     /// Prints one line (smtp-check adds Go's log prefix).
-    public var log: @Sendable (String) -> Void
+    let log: @Sendable (String) -> Void
     public var now: @Sendable () -> Date = { Date() }
 
     public init(
@@ -52,7 +52,8 @@ public struct SetupCheck: Sendable {
         self.dns = dns
         self.verifyingContext = verifyingContext
         self.lenientContext = lenientContext
-        self.log = log
+        // Every line goes out escaped: much of it is what servers sent.
+        self.log = { log(Printable.line($0)) }
     }
 
     /// Runs every check, printing as it goes; the verdict is printed last.
@@ -117,8 +118,14 @@ public struct SetupCheck: Sendable {
         let fetcher = STSPolicyFetcher(dns: dns, tlsContext: verifyingContext, port: options.stsPort)
         var outcome = STSOutcome.none
         do {
-            let (_, fetched) = try await fetcher.fetch(domain: domain, timeout: options.stsTimeout)
+            let (record, fetched) = try await fetcher.fetch(domain: domain, timeout: options.stsTimeout)
             log("Parsed contents:  [\(fetched.goDescription)]")
+            if let problem = record.problem {
+                // chasquid fetches the policy anyway; RFC 8461 senders ignore it.
+                log("Note: \(problem); RFC 8461 senders ignore such a policy")
+                report.warnings.append(
+                    Problem("\(domain): \(problem)", fixes: [Zone.txt("_mta-sts." + domain, "v=STSv1; id=\(Self.stsID(now()));")]))
+            }
             do {
                 try fetched.check()
             } catch {
@@ -138,7 +145,10 @@ public struct SetupCheck: Sendable {
     // MARK: - One MX
 
     func checkMX(domain: String, preference: UInt16, host: String, policy: STSPolicy?, report: inout Report) async {
-        log("=== MX: \(preference < 10 ? " " : "")\(preference)  \(host)")
+        // chasquid prints the names as Go's resolver gives them: absolute,
+        // with the trailing dot.
+        let shown = host.hasSuffix(".") ? host : host + "."
+        log("=== MX: \(preference < 10 ? " " : "")\(preference)  \(shown)")
         if host.isEmpty || host == "." {
             log("Null MX: \(domain) accepts no mail (RFC 7505)")
             report.failures.append(Problem("\(domain): null MX, the domain accepts no mail"))
@@ -154,7 +164,7 @@ public struct SetupCheck: Sendable {
         if ips.isEmpty {
             let why = lookupErrors.first ?? "no addresses"
             log("Address lookup: \(why)")
-            report.failures.append(Problem("\(host): no address (\(why))", fixes: [Zone.address(host, "<its IPv4 address>", ipv6: false)]))
+            report.failures.append(Problem("\(shown): no address (\(why))", fixes: [Zone.address(host, "<its IPv4 address>", ipv6: false)]))
             log("")
             return
         }
@@ -165,7 +175,7 @@ public struct SetupCheck: Sendable {
             log("SPF \(outcome.result.rawValue) for \(ip): \(outcome.reason ?? "<nil>")")
             if outcome.result != .pass {
                 report.failures.append(
-                    Problem("\(host): SPF failed (\(ip))", fixes: await spfFixes(domain: domain, outcome: outcome)))
+                    Problem("\(shown): SPF failed (\(ip))", fixes: await spfFixes(domain: domain, outcome: outcome)))
             }
         }
 
@@ -173,15 +183,15 @@ public struct SetupCheck: Sendable {
         if options.skipTLSCheck {
             log("TLS check skipped")
         } else {
-            heloName = await checkTLS(host: host, ips: ips, report: &report)
+            heloName = await checkTLS(host: host, shown: shown, ips: ips, report: &report)
         }
 
-        await checkReverseDNS(host: host, ips: ips, heloName: heloName, report: &report)
+        await checkReverseDNS(host: shown, ips: ips, heloName: heloName, report: &report)
 
         if let policy {
             if !policy.allows(mx: host) {
                 log("NOT allowed by STS policy")
-                report.failures.append(Problem("\(host): STS failed"))
+                report.failures.append(Problem("\(shown): STS failed"))
             } else {
                 log("Allowed by policy")
             }
@@ -214,13 +224,13 @@ public struct SetupCheck: Sendable {
 
     /// EHLO and a verified STARTTLS; the server's name from its EHLO reply,
     /// if it answered.
-    func checkTLS(host: String, ips: [IPAddress], report: inout Report) async -> String? {
+    func checkTLS(host: String, shown: String, ips: [IPAddress], report: inout Report) async -> String? {
         let connection: ClientConnection
         do {
             connection = try await connect(ips: ips)
         } catch {
             log("Connection failed: \(error)")
-            report.failures.append(Problem("\(host): connection failed (\(error))"))
+            report.failures.append(Problem("\(shown): connection failed (\(error))"))
             return nil
         }
         defer { connection.close() }
@@ -229,13 +239,13 @@ public struct SetupCheck: Sendable {
             ehlo = try await connection.command("EHLO " + options.localName, timeout: options.replyTimeout)
         } catch {
             log("EHLO failed: \(error)")
-            report.failures.append(Problem("\(host): TLS failed"))
+            report.failures.append(Problem("\(shown): TLS failed"))
             return nil
         }
         let heloName = ehlo.lines.first?.split(separator: " ").first.map(String.init)
         guard ehlo.code == 250 else {
             log("TLS error: EHLO refused: \(ehlo.code) \(ehlo.lines.joined(separator: " "))")
-            report.failures.append(Problem("\(host): TLS failed"))
+            report.failures.append(Problem("\(shown): TLS failed"))
             return heloName
         }
         do {
@@ -246,7 +256,11 @@ public struct SetupCheck: Sendable {
             try await connection.startTLS(context: verifyingContext, serverName: host, timeout: options.replyTimeout)
         } catch {
             log("TLS error: \(error)")
-            report.failures.append(Problem("\(host): TLS failed", fixes: await diagnoseCertificate(host: host, ips: ips)))
+            // Only a refused handshake is the certificate's doing; a timeout
+            // or a dropped connection is not.
+            let handshakeRefused = (error as? ClientError)?.isTLSFailure ?? false
+            let findings = handshakeRefused ? await diagnoseCertificate(host: host, ips: ips) : []
+            report.failures.append(Problem("\(shown): TLS failed", fixes: findings))
             return heloName
         }
         let parameters = await connection.tlsParameters()
@@ -433,7 +447,9 @@ public struct SetupCheck: Sendable {
             if published.publicKey.isEmpty {
                 log("Selector \(key.selector): the published key is revoked (empty p=)")
                 report.warnings.append(Problem("DKIM \(key.selector): the key at \(name) is revoked", fixes: [fix]))
-            } else if published.keyType != key.algorithm.rawValue || published.publicKey != key.publicKeyBytes {
+            } else if published.keyType.lowercased() != key.algorithm.rawValue
+                || !key.publishedForms.contains(published.publicKey)
+            {
                 log("Selector \(key.selector): the published key is not the one in \(key.path)")
                 report.warnings.append(
                     Problem("DKIM \(key.selector): the key at \(name) does not match \(key.path)", fixes: [fix]))
@@ -465,7 +481,8 @@ public struct SetupCheck: Sendable {
             } catch {
                 texts = []
             }
-            let records = texts.filter { $0.hasPrefix("v=DMARC1") }
+            // RFC 7489 §6.6.3: only records whose first tag is v=DMARC1.
+            let records = texts.filter { (try? DKIMTagList(parsing: $0))?.tags.first.map { $0.name == "v" && $0.value == "DMARC1" } ?? false }
             if records.count > 1 {
                 log("\(name): \(records.count) records; receivers ignore them all")
                 report.warnings.append(
@@ -475,8 +492,9 @@ public struct SetupCheck: Sendable {
             if let record = records.first {
                 let where_ = first ? "" : " (inherited from \(labels.joined(separator: ".")))"
                 let tags = try? DKIMTagList(parsing: record)
-                let policy = tags?["p"] ?? ""
-                guard tags?.tags.first?.name == "v", ["none", "quarantine", "reject"].contains(policy) else {
+                // A subdomain gets sp= when its parent's record has one.
+                let policy = ((first ? nil : tags?["sp"]) ?? tags?["p"] ?? "").lowercased()
+                guard ["none", "quarantine", "reject"].contains(policy) else {
                     log("\(name): \(record): invalid (p= must be none, quarantine or reject)")
                     report.warnings.append(
                         Problem("DMARC: invalid record at \(name)", fixes: [Zone.txt(name, Self.suggestedDMARC(domain))]))
@@ -493,6 +511,15 @@ public struct SetupCheck: Sendable {
             Problem(
                 "DMARC: no record for \(domain)",
                 fixes: [Zone.txt("_dmarc." + domain, Self.suggestedDMARC(domain))]))
+    }
+
+    /// An id for a new TXT record: the date and time, as RFC 8461's example.
+    static func stsID(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMddHHmmss"
+        return formatter.string(from: date) + "Z"
     }
 
     /// A start that rejects nothing and asks for reports.
@@ -513,6 +540,8 @@ public struct SetupCheck: Sendable {
         } else {
             log("=== FAILED")
             printProblems(report.failures)
+            // chasquid ends with log.Fatal(""): one more, empty, line.
+            log("")
         }
     }
 

@@ -24,8 +24,15 @@ var flags = GoFlags([
     .init("testing__sts_port", .int, "443", "HTTPS port of MTA-STS policy hosts, ONLY FOR TESTING"),
 ])
 
+/// Writes all of `text`, whatever bytes it holds.
 func printError(_ text: String) {
-    _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let written = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else { return }
+        bytes = bytes.dropFirst(written)
+    }
 }
 
 /// Go's standard logger: `2006/01/02 15:04:05 ` in local time, to stderr.
@@ -83,6 +90,7 @@ options.port = smtpPort
 options.localName = flags.string("localname")
 options.skipTLSCheck = flags.bool("skip_tls_check")
 options.configDirectory = flags.string("config_dir").isEmpty ? nil : flags.string("config_dir")
+guard (1...65535).contains(flags.int("testing__sts_port")) else { fatal("invalid -testing__sts_port") }
 options.stsPort = flags.int("testing__sts_port")
 
 let verifyingContext: NIOSSLContext

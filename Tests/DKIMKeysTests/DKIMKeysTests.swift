@@ -28,6 +28,8 @@ import Testing
         #expect(key.algorithm == .rsa)
         #expect(key.publicKeyBytes == Array(generated.publicKey.derRepresentation))
         #expect(key.recordValue.hasPrefix("v=DKIM1; k=rsa; p=MII"))
+        // A record with the bare PKCS#1 key is the same key.
+        #expect(key.publishedForms.contains(Array(generated.publicKey.pkcs1DERRepresentation)))
     }
 
     @Test func otherPEMBlocksAreRefusedNamingTheFile() throws {
@@ -86,6 +88,8 @@ import Testing
         #expect(record.keyType == "ed25519")
         #expect(Data(record.publicKey).base64EncodedString() == DKIMKeyTests.rfc8463Public)
         #expect(try DKIMKeyRecord(parsing: "p=").publicKey.isEmpty)
+        #expect(try DKIMKeyRecord(parsing: "k=ED25519; p=11qYAYKxCrfVS/7TyWQH\nOg7hcvPapiMlrwIaaPcHURo=").keyType == "ed25519")
+        #expect(try DKIMKeyRecord(parsing: "p=11qYAYKxCrfVS/7TyWQH\rOg7hcvPapiMlrwIaaPcHURo=").publicKey.count == 32)
         #expect(try DKIMKeyRecord(parsing: "p=AAAA").keyType == "rsa")
         #expect(throws: DKIMTagList.Invalid.self) { try DKIMKeyRecord(parsing: "k=rsa; v=DKIM1; p=AAAA") }
         #expect(throws: DKIMTagList.Invalid.self) { try DKIMKeyRecord(parsing: "v=DKIM1; k=rsa") }

@@ -46,6 +46,29 @@ import Testing
         #expect(other.finished && other.cipherSuite == nil)
     }
 
+    @Test func malformedHellosGiveNoSuite() {
+        // A session id longer than 32 bytes.
+        var long = Self.serverHello(suite: 0x1301, sessionID: 33)
+        var parser = ServerHelloParser()
+        parser.feed(long)
+        #expect(parser.finished && parser.cipherSuite == nil)
+        // A handshake length that ends before the suite.
+        long = Self.serverHello(suite: 0x1301, sessionID: 0)
+        long[6] = 0
+        long[7] = 0
+        long[8] = 10
+        parser = ServerHelloParser()
+        parser.feed(long)
+        #expect(parser.finished && parser.cipherSuite == nil)
+    }
+
+    @Test func emptyRecordsEndAtTheLimit() {
+        var parser = ServerHelloParser()
+        let empty: [UInt8] = [0x16, 0x03, 0x03, 0x00, 0x00]
+        for _ in 0..<(ServerHelloParser.limit / empty.count + 1) where !parser.finished { parser.feed(empty) }
+        #expect(parser.finished && parser.cipherSuite == nil)
+    }
+
     @Test func names() {
         #expect(TLSParameters.versionName(0x0304) == "TLS-1.3")
         #expect(TLSParameters.versionName(0x7f1c) == "TLS-0x7f1c")

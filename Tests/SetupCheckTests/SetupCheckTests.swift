@@ -54,6 +54,31 @@ func txt(_ text: String) -> DNSRecordData { .txt([Array(text.utf8)]) }
         #expect(report.warnings.map(\.summary) == ["DMARC: no record for example.com"])
     }
 
+    @Test func aSubdomainGetsSpAndCaseDoesNotMatter() async throws {
+        let lines = Lines()
+        let check = try makeCheck(["_dmarc.example.com": [txt("v=DMARC1; p=Reject; sp=Quarantine")]], lines: lines)
+        var report = Report()
+        await check.checkDMARC(domain: "example.com", report: &report)
+        await check.checkDMARC(domain: "lists.example.com", report: &report)
+        #expect(report.warnings.isEmpty)
+        #expect(lines.all.contains("_dmarc.example.com: v=DMARC1; p=Reject; sp=Quarantine (policy reject)"))
+        #expect(
+            lines.all.contains(
+                "_dmarc.example.com: v=DMARC1; p=Reject; sp=Quarantine (policy quarantine) (inherited from example.com)"))
+    }
+
+    @Test func onlyAFirstTagOfDMARC1Counts() async throws {
+        let lines = Lines()
+        let check = try makeCheck(["_dmarc.example.com": [txt("v=DMARC1x; p=reject"), txt("p=reject; v=DMARC1")]], lines: lines)
+        var report = Report()
+        await check.checkDMARC(domain: "example.com", report: &report)
+        #expect(report.warnings.map(\.summary) == ["DMARC: no record for example.com"])
+        let spaced = try makeCheck(["_dmarc.example.com": [txt("v = DMARC1 ; p = none")]], lines: lines)
+        report = Report()
+        await spaced.checkDMARC(domain: "example.com", report: &report)
+        #expect(report.warnings.isEmpty)
+    }
+
     @Test func twoRecordsAreNone() async throws {
         let lines = Lines()
         let check = try makeCheck(
@@ -110,6 +135,21 @@ func txt(_ text: String) -> DNSRecordData { .txt([Array(text.utf8)]) }
         let value = String(repeating: "a", count: 300)
         #expect(Zone.txt("x.test", value) == "x.test. IN TXT \"\(String(repeating: "a", count: 255))\" \"\(String(repeating: "a", count: 45))\"")
         #expect(Zone.txt("x.test", "short") == "x.test. IN TXT \"short\"")
+    }
+
+    @Test func zoneTextIsEscaped() {
+        #expect(Zone.txt("x.test", #"a"b\c"#) == #"x.test. IN TXT "a\"b\\c""#)
+    }
+
+    @Test func controlCharactersAreShownNotSent() {
+        #expect(Printable.line("a\u{1b}[31mb\u{07}\u{7f}\u{9b}c ñ\t") == #"a\x1b[31mb\x07\x7f\u{009b}c ñ\x09"#)
+    }
+
+    @Test func everyLineIsEscapedOnTheWayOut() throws {
+        let lines = Lines()
+        let check = try makeCheck([:], lines: lines)
+        check.log("bell\u{07}")
+        #expect(lines.all == [#"bell\x07"#])
     }
 
     @Test func spfFixKeepsTheRecord() async throws {

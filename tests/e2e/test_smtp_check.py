@@ -16,6 +16,7 @@ import http.server
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -51,11 +52,15 @@ class PolicyHost:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                status, ctype, body = host.answers.get(self.path, (404, "text/plain", "not here"))
+                status, ctype, body, length = host.answers.get(self.path, (404, "text/plain", "not here", True))
                 data = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
+                if ctype is not None:
+                    self.send_header("Content-Type", ctype)
+                # Without a length the body ends at the close, which Python
+                # makes without TLS's close_notify.
+                if length:
+                    self.send_header("Content-Length", str(len(data)))
                 if 300 <= status < 400:
                     self.send_header("Location", "https://elsewhere.test/")
                 self.end_headers()
@@ -72,8 +77,8 @@ class PolicyHost:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def serve(self, body=POLICY, status=200, ctype="text/plain"):
-        self.answers["/.well-known/mta-sts.txt"] = (status, ctype, body)
+    def serve(self, body=POLICY, status=200, ctype="text/plain", length=True):
+        self.answers["/.well-known/mta-sts.txt"] = (status, ctype, body, length)
 
     def stop(self):
         self.httpd.shutdown()
@@ -194,7 +199,7 @@ def test_everything_right_is_success(check):
     assert "=== Warnings" not in r.lines and "=== FAILED" not in r.lines
     assert r.section("STS policy") == [
         "Parsed contents:  [{Version:STSv1 Mode:enforce MXs:[mx.good.test] MaxAge:24h0m0s}]", "OK"]
-    mx = r.section("MX: 10  mx.good.test")
+    mx = r.section("MX: 10  mx.good.test.")
     assert mx[0] == "SPF pass for 127.0.0.1: matched mx"
     # BoringSSL negotiates TLS 1.3 with our server; the suite is read from
     # the ServerHello, so it is one of TLS 1.3's.
@@ -245,13 +250,13 @@ def test_unreachable_mx_fails_and_goes_on(check):
     assert any(l.startswith("Connection failed: ") for l in r.lines), r.text
     # The other checks still ran.
     assert "=== DKIM" in r.lines and "=== DMARC" in r.lines
-    assert "mx.good.test: connection failed" in r.text
+    assert "mx.good.test.: connection failed" in r.text
 
 
 def test_skip_tls_check(check):
     r = check("-skip_tls_check", port=1)
     assert r.status == 0, r.stderr
-    mx = r.section("MX: 10  mx.good.test")
+    mx = r.section("MX: 10  mx.good.test.")
     assert "TLS check skipped" in mx
     assert not any(l.startswith("TLS OK") for l in mx)
     # With no EHLO, the PTR is held against the MX name.
@@ -267,7 +272,8 @@ def test_spf_missing_fails_with_the_record_to_publish(check, dns):
     assert r.status == 1
     assert "SPF none for 127.0.0.1: no DNS record found" in r.lines
     failed = r.lines[r.lines.index("=== FAILED") + 1:]
-    assert failed[:2] == ["mx.good.test: SPF failed (127.0.0.1)", '    fix: good.test. IN TXT "v=spf1 mx -all"']
+    # chasquid's log.Fatal("") ends the list with an empty line.
+    assert failed == ["mx.good.test.: SPF failed (127.0.0.1)", '    fix: good.test. IN TXT "v=spf1 mx -all"', ""]
 
 
 def test_spf_fail_keeps_the_rest_of_the_record(check, dns):
@@ -319,10 +325,10 @@ def test_tls_failures_say_what_is_wrong(check, srv, ca, restore_certs, kind, tmp
     srv.start()
     r = check(cert_file=trusted)
     assert r.status == 1
-    mx = r.section("MX: 10  mx.good.test")
+    mx = r.section("MX: 10  mx.good.test.")
     assert any(l.startswith("TLS error: ") for l in mx), mx
     assert expect in mx, mx
-    assert "mx.good.test: TLS failed" in r.lines
+    assert "mx.good.test.: TLS failed" in r.lines
 
 
 # ---------------------------------------------------------------- MTA-STS
@@ -332,18 +338,76 @@ def test_sts_mx_not_allowed(check, policy_host):
     policy_host.serve(POLICY.replace("mx: mx.good.test", "mx: *.elsewhere.test"))
     r = check()
     assert r.status == 1
-    mx = r.section("MX: 10  mx.good.test")
+    mx = r.section("MX: 10  mx.good.test.")
     assert "NOT allowed by STS policy" in mx
     # COMPAT §22.14: not both verdicts.
     assert "Allowed by policy" not in mx
-    assert "mx.good.test: STS failed" in r.lines
+    assert "mx.good.test.: STS failed" in r.lines
 
 
 def test_sts_wildcard_allows(check, policy_host):
     policy_host.serve(POLICY.replace("mx: mx.good.test", "mx: *.good.test"))
     r = check()
     assert r.status == 0, r.stderr
-    assert r.section("MX: 10  mx.good.test")[-1] == "Allowed by policy"
+    assert r.section("MX: 10  mx.good.test.")[-1] == "Allowed by policy"
+
+
+def test_sts_record_without_id_is_noted_and_the_policy_still_applies(check, dns, policy_host):
+    # chasquid fetches the policy for any v=STSv1; record; so do we, and say
+    # what RFC 8461 makes of it.
+    dns.update("_mta-sts.good.test", {"TXT": ["v=STSv1; id=not-valid!;"]})
+    policy_host.serve(POLICY.replace("mx: mx.good.test", "mx: *.elsewhere.test"))
+    r = check()
+    assert r.status == 1
+    assert "NOT allowed by STS policy" in r.section("MX: 10  mx.good.test.")
+    assert any(l.startswith("Note: MTA-STS TXT record without a valid id=") for l in r.section("STS policy"))
+    assert any(l.startswith("    fix: _mta-sts.good.test. IN TXT \"v=STSv1; id=") for l in r.section("Warnings"))
+
+
+def test_sts_huge_max_age_is_printed_as_go_prints_it(check, policy_host):
+    policy_host.serve(POLICY.replace("86400", "9999999999"))
+    r = check()
+    assert r.status == 0, r.stderr
+    # Go's time.Duration wraps; what matters is that nothing traps.
+    assert r.section("STS policy")[0].startswith("Parsed contents:  [{Version:STSv1 Mode:enforce MXs:[mx.good.test] MaxAge:")
+    assert r.section("STS policy")[1] == "OK"
+
+
+def test_server_text_reaches_the_terminal_escaped(check, dns, policy_host):
+    dns.update("_dmarc.good.test", {"TXT": ["v=DMARC1; p=none; x=\x1b[31mred\x07"]})
+    policy_host.serve(POLICY.replace("mx: mx.good.test", "mx: mx.good.test\x1b]0;title\x07"))
+    r = check()
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert "_dmarc.good.test: v=DMARC1; p=none; x=\\x1b[31mred\\x07 (policy none)" in r.lines
+    assert "\\x1b]0;title\\x07" in r.section("STS policy")[0]
+
+
+def test_sts_body_ended_by_the_close(check, policy_host):
+    policy_host.serve(length=False)
+    r = check()
+    assert r.status == 0, r.stderr
+    assert r.section("STS policy")[-1] == "OK"
+
+
+def test_sts_policy_host_that_never_answers(check, dns, policy_host):
+    # A listener on the policy port of another loopback address that
+    # accepts and then says nothing.
+    silent = socket.socket()
+    silent.bind(("127.0.0.3", policy_host.port))
+    silent.listen(8)
+    try:
+        dns.update("mta-sts.good.test", {"A": ["127.0.0.3"]})
+        r = check()
+        assert r.status == 0, r.stderr
+        assert r.section("STS policy") == ["Not available (timed out after 5.0 seconds)"]
+    finally:
+        silent.close()
+
+
+def test_sts_policy_too_large(check, policy_host):
+    policy_host.serve(POLICY + "# " + "x" * (70 * 1024) + "\n")
+    r = check()
+    assert r.section("STS policy") == ["Not available (policy larger than 65536 bytes)"]
 
 
 def test_sts_invalid_policy_is_fatal(check, policy_host):
@@ -356,7 +420,8 @@ def test_sts_invalid_policy_is_fatal(check, policy_host):
 
 @pytest.mark.parametrize("setup, reason", [
     ("no-txt", "MTA-STS TXT record missing"),
-    ("html", "invalid HTTP media type text/html"),
+    ("html", "invalid HTTP media type"),
+    ("no-type", "HTTP media type error: mime: no media type"),
     ("404", "HTTP response status code: 404"),
     ("redirect", "HTTP response status code: 301 (redirects not allowed in MTA-STS)"),
 ])
@@ -365,6 +430,8 @@ def test_sts_not_available(check, dns, policy_host, setup, reason):
         dns.remove("_mta-sts.good.test")
     elif setup == "html":
         policy_host.serve(ctype="text/html")
+    elif setup == "no-type":
+        policy_host.serve(ctype=None)
     elif setup == "404":
         policy_host.serve(status=404)
     else:
@@ -372,7 +439,7 @@ def test_sts_not_available(check, dns, policy_host, setup, reason):
     r = check()
     assert r.status == 0, r.stderr
     assert r.section("STS policy") == [f"Not available ({reason})"]
-    assert not any("policy" in l for l in r.section("MX: 10  mx.good.test"))
+    assert not any("policy" in l for l in r.section("MX: 10  mx.good.test."))
 
 
 # ---------------------------------------------------------------- reverse DNS
@@ -382,10 +449,10 @@ def test_no_ptr_is_a_warning_with_the_record(check, dns):
     dns.remove(REVERSE)
     r = check()
     assert r.status == 0, r.stderr
-    assert "PTR 127.0.0.1: none" in r.section("MX: 10  mx.good.test")
+    assert "PTR 127.0.0.1: none" in r.section("MX: 10  mx.good.test.")
     warnings = r.section("Warnings")
     assert warnings == [
-        "mx.good.test: 127.0.0.1 has no PTR record (ask whoever gave you the address to publish it)",
+        "mx.good.test.: 127.0.0.1 has no PTR record (ask whoever gave you the address to publish it)",
         "    fix: 1.0.0.127.in-addr.arpa. IN PTR mx.good.test."]
     assert r.lines[-1] == "=== Success"
     # -strict counts warnings as failures.
@@ -405,7 +472,7 @@ def test_ptr_other_than_helo_name(check, dns):
     r = check()
     assert "PTR 127.0.0.1: host.isp.test (forward-confirmed, but the HELO name is mx.good.test)" in r.lines
     warnings = r.section("Warnings")
-    assert warnings[0] == "mx.good.test: the PTR of 127.0.0.1 is host.isp.test, but the HELO name is mx.good.test"
+    assert warnings[0] == "mx.good.test.: the PTR of 127.0.0.1 is host.isp.test, but the HELO name is mx.good.test"
     assert any('hostname: "host.isp.test"' in l for l in warnings)
 
 
