@@ -229,11 +229,12 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strictSettings),
-        // DKIM keys as chasquid keeps them (domains/<d>/dkim:<selector>.pem)
-        // and the key records DNS publishes for them.
+        // DKIM (RFC 6376, RFC 8463): chasquid's key files, signing,
+        // verification, canonicalization and the tag-list grammar.
         .target(
-            name: "DKIMKeys",
+            name: "DKIM",
             dependencies: [
+                "GoCompat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
@@ -244,7 +245,7 @@ let package = Package(
         .target(
             name: "SetupCheck",
             dependencies: [
-                "DKIMKeys", "DNS", "IDNA", "MTASTS", "SMTPClient", "SMTPCore", "SPF",
+                "DKIM", "DNS", "IDNA", "MTASTS", "SMTPClient", "SMTPCore", "SPF",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -256,7 +257,12 @@ let package = Package(
         // chasquid-util's commands, as a library so tests can call them.
         .target(
             name: "AdminTool",
-            dependencies: ["ChasquidConfig", "ChasquidProto", "UserDatabase", "Normalization", "DurableFiles", "LocalRPC"],
+            dependencies: [
+                "ChasquidConfig", "ChasquidProto", "DKIM", "DNS", "DurableFiles", "GoCompat", "LocalRPC", "Normalization",
+                "UserDatabase",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "chasquid-util", dependencies: ["AdminTool"], swiftSettings: strictSettings),
@@ -312,9 +318,9 @@ let package = Package(
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
         .testTarget(name: "MTASTSTests", dependencies: ["MTASTS"], swiftSettings: strictSettings),
         .testTarget(
-            name: "DKIMKeysTests",
+            name: "DKIMTests",
             dependencies: [
-                "DKIMKeys", .product(name: "Crypto", package: "swift-crypto"),
+                "DKIM", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings),

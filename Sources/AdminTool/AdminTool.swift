@@ -25,6 +25,8 @@ public struct AdminTool {
           chasquid-util [options] aliases-resolve <address>
           chasquid-util [options] domaininfo-remove <domain>
           chasquid-util [options] print-config
+          chasquid-util [options] dkim-keygen <domain> [<selector> <private-key.pem>] [--algo=rsa3072|rsa4096|ed25519]
+          chasquid-util [options] dkim-dns <domain> [<selector> <private-key.pem>]
 
         Options:
           -C=<path>, --config_dir=<path>  Configuration directory (default /etc/chasquid)
@@ -60,6 +62,10 @@ public struct AdminTool {
             case "print-config": try printConfig()
             case "aliases-resolve": try aliasesResolve()
             case "domaininfo-remove": try domaininfoRemove()
+            case "dkim-keygen": try dkimKeygen()
+            case "dkim-dns": try dkimDNS()
+            case "dkim-sign": try dkimSign()
+            case "dkim-verify": try dkimVerify()
             default:
                 console.out("Unknown argument \"\(command)\"")
                 console.err(Self.usage)
@@ -72,7 +78,7 @@ public struct AdminTool {
         return 0
     }
 
-    private var configDirectory: String { arguments.configDirectory }
+    var configDirectory: String { arguments.configDirectory }
 
     /// The address argument, split; a missing domain is chasquid's first error.
     private func userAndDomain() throws(Failure) -> (user: String, domain: String) {

@@ -9,6 +9,25 @@ public protocol Console {
     func err(_ line: String)
     /// Shows `prompt` and reads one line without echo; nil at end of input.
     func readPassword(prompt: String) -> String?
+    /// All of stdin (the DKIM helpers' message).
+    func readInput() -> [UInt8]
+    /// Text to stdout exactly as given, no newline added.
+    func write(_ text: String)
+}
+
+extension Console {
+    public func readInput() -> [UInt8] {
+        var all: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = read(STDIN_FILENO, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return all }
+            all += chunk[0..<n]
+        }
+    }
+
+    public func write(_ text: String) { out(String(text.dropLast(text.hasSuffix("\n") ? 1 : 0))) }
 }
 
 /// The process's own terminal and streams.
@@ -17,12 +36,14 @@ public struct StandardConsole: Console {
 
     public func out(_ line: String) { writeAll(STDOUT_FILENO, line + "\n") }
 
+    public func write(_ text: String) { writeAll(STDOUT_FILENO, text) }
+
     public func err(_ line: String) { writeAll(STDERR_FILENO, line + "\n") }
 
     private func writeAll(_ fd: Int32, _ text: String) {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return }
             bytes = bytes.dropFirst(n)

@@ -1,4 +1,4 @@
-import DKIMKeys
+import DKIM
 import DNS
 import IDNA
 import MTASTS

@@ -3,7 +3,7 @@ import CryptoExtras
 import Foundation
 import Testing
 
-@testable import DKIMKeys
+@testable import DKIM
 
 @Suite struct DKIMKeyTests {
     /// RFC 8463 §A.2's Ed25519 key, wrapped in PKCS#8 as chasquid keeps it.

@@ -33,16 +33,16 @@ public struct DKIMTagList: Sendable, Equatable {
             // The list may end with ";" (the last spec is then empty).
             if trimmed.isEmpty, index == specs.count - 1 { continue }
             guard let equals = trimmed.firstIndex(of: "=") else {
-                throw Invalid(description: "tag without \"=\": \(String(trimmed))")
+                throw Invalid(description: "invalid tag: missing '='")
             }
             let name = String(trimmed[..<equals].trimmingFWS())
             let value = String(trimmed[trimmed.index(after: equals)...].trimmingFWS())
             guard let first = name.unicodeScalars.first, first.properties.isAlphabetic, first.isASCII,
                 name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") })
             else {
-                throw Invalid(description: "invalid tag name \"\(name)\"")
+                throw Invalid(description: name.isEmpty ? "invalid tag: missing tag name" : "invalid tag: bad tag name")
             }
-            guard self[name] == nil else { throw Invalid(description: "duplicated tag \"\(name)\"") }
+            guard self[name] == nil else { throw Invalid(description: "invalid tag: duplicate tag") }
             tags.append((name, value))
         }
     }
@@ -54,6 +54,15 @@ public struct DKIMKeyRecord: Sendable, Equatable {
     public var keyType: String
     /// `p=` decoded; empty means the key was revoked.
     public var publicKey: [UInt8]
+    /// `h=`: the hash algorithms the key may be used with (nil: any).
+    public var hashes: [String]?
+    /// `s=`: service types; the key serves email when it has `*` or `email`.
+    public var services: [String]
+    /// `t=` flags: `y` (testing), `s` (i= must be in d= exactly).
+    public var flags: [String]
+
+    /// Whether signatures must not use a subdomain of d= in i=.
+    public var isStrict: Bool { flags.contains("s") }
 
     public init(parsing text: String) throws(DKIMTagList.Invalid) {
         let list = try DKIMTagList(parsing: text)
@@ -71,6 +80,18 @@ public struct DKIMKeyRecord: Sendable, Equatable {
             throw DKIMTagList.Invalid(description: "p= is not base64")
         }
         publicKey = Array(data)
+        func colonList(_ text: String?) -> [String]? {
+            text.map { $0.split(separator: ":").map { String($0.trimmingFWS()).lowercased() } }
+        }
+        hashes = colonList(list["h"])
+        services = colonList(list["s"]) ?? ["*"]
+        flags = colonList(list["t"]) ?? []
+    }
+
+    /// Whether this key may check a signature of `algorithm`.
+    func serves(_ algorithm: DKIMSignatureHeader.Algorithm) -> Bool {
+        keyType == algorithm.keyType && (hashes?.contains("sha256") ?? true)
+            && (services.contains("*") || services.contains("email"))
     }
 }
 

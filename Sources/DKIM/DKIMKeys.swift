@@ -61,6 +61,12 @@ public struct DKIMKey: Sendable {
         "v=DKIM1; k=\(algorithm.rawValue); p=\(Data(publicKeyBytes).base64EncodedString())"
     }
 
+    public init(selector: String, path: String, material: Material) {
+        self.selector = selector
+        self.path = path
+        self.material = material
+    }
+
     /// Parses a PEM key file's text.
     public init(selector: String, path: String, pem: String) throws(LoadError) {
         self.selector = selector
