@@ -85,7 +85,7 @@ let package = Package(
         // The set of local domains, with their users and aliases, reloadable as one snapshot.
         .target(
             name: "LocalDomains",
-            dependencies: ["Aliases", "DurableFiles", "UserDatabase", "Normalization"],
+            dependencies: ["Aliases", "DKIM", "DurableFiles", "UserDatabase", "Normalization"],
             swiftSettings: strictSettings
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
@@ -205,7 +205,7 @@ let package = Package(
                 "DurableFiles",
                 "GoCompat", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
-                "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF",
+                "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF", "DKIM",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -234,7 +234,7 @@ let package = Package(
         .target(
             name: "DKIM",
             dependencies: [
-                "GoCompat",
+                "DNS", "GoCompat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],

@@ -29,7 +29,7 @@ extension AdminTool {
         let directory = configDirectory + "/domains/" + domain
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
         guard let selector = names.lazy.compactMap(DKIMKey.selector(fromFileName:)).first else {
-            throw Failure("No DKIM keys found in \"\(directory)/dkim:*.pem\"")
+            throw Failure("No DKIM keys found in \(goQuoted(directory + "/dkim:*.pem"))")
         }
         return selector
     }
@@ -37,10 +37,18 @@ extension AdminTool {
     func loadKey(path: String, selector: String) throws(Failure) -> DKIMKey {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = String(cString: strerror(errno))
-            throw Failure("Error reading private key from \"\(path)\": open \(path): \(reason.lowercased())")
+            throw Failure("Error reading private key from \(goQuoted(path)): open \(path): \(reason.lowercased())")
         }
+        // chasquid's checks, in its order: a PEM block, of type PRIVATE KEY
+        // (PKCS#8), that parses.
+        let text = String(decoding: data, as: UTF8.self)
+        guard let begin = text.range(of: "-----BEGIN "), let end = text[begin.upperBound...].range(of: "-----") else {
+            throw Failure("Error decoding PEM block")
+        }
+        let type = String(text[begin.upperBound..<end.lowerBound])
+        guard type.uppercased() == "PRIVATE KEY" else { throw Failure("Unsupported key type: \(type)") }
         do {
-            return try DKIMKey(selector: selector, path: path, pem: String(decoding: data, as: UTF8.self))
+            return try DKIMKey(selector: selector, path: path, pem: text)
         } catch {
             throw Failure("Error parsing private key: \(error)")
         }
@@ -67,7 +75,7 @@ extension AdminTool {
         let selector = arguments.positional(2) ?? Self.todaySelector()
         let path = arguments.positional(3) ?? keyPath(domain: domain, selector: selector)
         if FileManager.default.fileExists(atPath: path) || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
-            throw Failure("Error: key already exists at \"\(path)\"")
+            throw Failure("Error: key already exists at \(goQuoted(path))")
         }
         let material: DKIMKey.Material
         let pem: String
@@ -94,7 +102,7 @@ extension AdminTool {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o660)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno)).lowercased()
-            throw Failure("Error creating key file \"\(path)\": open \(path): \(reason)")
+            throw Failure("Error creating key file \(goQuoted(path)): open \(path): \(reason)")
         }
         var bytes = Array((pem.hasSuffix("\n") ? pem : pem + "\n").utf8)[...]
         while !bytes.isEmpty {
@@ -109,7 +117,7 @@ extension AdminTool {
         guard fsync(fd) == 0, close(fd) == 0 else {
             throw Failure("Error PEM-encoding key: close \(path): \(String(cString: strerror(errno)).lowercased())")
         }
-        console.out("Key written to \"\(path)\"\n")
+        console.out("Key written to \(goQuoted(path))\n")
         console.out(Self.dnsLine(domain: domain, key: DKIMKey(selector: selector, path: path, material: material)))
     }
 
@@ -144,8 +152,7 @@ extension AdminTool {
         if let txt = arguments.options["--txt"] {
             lookup = { _ in .records([txt]) }
         } else {
-            let resolver = StubResolver(configuration: .system())
-            lookup = { name in await Self.lookupKey(name, dns: resolver) }
+            lookup = DKIMVerifier.lookup(using: StubResolver(configuration: .system()))
         }
         let verifier = DKIMVerifier(lookup: lookup)
         let outcome = BlockingResult<Result<DKIMVerifier.Result, DKIMMessage.Invalid>>()
@@ -168,22 +175,12 @@ extension AdminTool {
             "Authentication-Results: \(hostname)\r\n\t" + result.authenticationResults.replacingOccurrences(of: "\r\n", with: "\r\n\t"))
     }
 
-    /// A key lookup over DNS: NXDOMAIN and other lasting answers are
-    /// PERMFAIL, timeouts and SERVFAIL TEMPFAIL (RFC 6376 §6.1.2).
-    static func lookupKey(_ name: String, dns: any DNSLookup) async -> DKIMKeyLookupResult {
-        do {
-            return .records(try await dns.txt(name))
-        } catch {
-            return error.isTemporary ? .temporaryFailure("\(error)") : .permanentFailure("\(error)")
-        }
-    }
-
     /// The domain of the From: address, when dkim-sign is not told one.
     static func fromDomain(_ message: [UInt8]) throws(Failure) -> String {
         let parsed: DKIMMessage
         do { parsed = try DKIMMessage(crlf: message) } catch { throw Failure("Error parsing message: \(error)") }
         guard let from = parsed.fields.first(where: { $0.name.lowercased() == "from" }) else {
-            throw Failure("Error parsing From: header: mail: header not in message")
+            throw Failure("Error parsing From: header: mail: no address")
         }
         var text = String(decoding: from.value, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "")
         if let open = text.lastIndex(of: "<"), let close = text.lastIndex(of: ">"), open < close {

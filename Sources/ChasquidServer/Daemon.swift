@@ -2,6 +2,7 @@ import Aliases
 import ChasquidConfig
 import ChasquidProto
 import Courier
+import DKIM
 import DNS
 import Dispatch
 import DomainInfo
@@ -189,7 +190,8 @@ public final class Daemon: Sendable {
             throw StartupError(description: "Error loading domains: \(error)")
         }
         for domain in domains.snapshot.domains.values.sorted(by: { $0.name < $1.name }) {
-            logger.info("  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases)")
+            logger.info(
+                "  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases, \(domain.dkimKeys.count) DKIM keys)")
         }
 
         let resolverConfiguration: ResolverConfiguration
@@ -262,7 +264,16 @@ public final class Daemon: Sendable {
 
         let hook = PostDataHook(
             path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics)
-        let sink = QueueSink(queue: queue, hook: hook, mailLog: mailLog, isLocal: { domainStore.snapshot.isLocal($0) })
+        let queueForSpools = queue
+        let dkim = DKIMStep(
+            keys: { domainStore.snapshot.domains[$0]?.dkimKeys ?? [] },
+            // chasquid sets no limit; 20 s in all keeps a client from waiting
+            // on slow DNS for long (as SPF's limit does).
+            verifier: DKIMVerifier(lookupBudget: .seconds(20), lookup: DKIMVerifier.lookup(using: dns)),
+            newSpool: { try queueForSpools.newSpool() }, metrics: metrics,
+            now: { Int(Date().timeIntervalSince1970) })
+        let sink = QueueSink(
+            queue: queue, hook: hook, mailLog: mailLog, dkim: dkim, isLocal: { domainStore.snapshot.isLocal($0) })
         let listeners = try Self.makeListeners(
             config: config, options: options, logger: logger, certificates: certificates, policy: policy, sink: sink,
             mailLog: mailLog, registry: registry, metrics: metrics, traces: traces)

@@ -11,11 +11,16 @@ public struct QueueSink: MessageSink {
     let hook: PostDataHook
     let mailLog: MailLog
     let isLocal: @Sendable (String) -> Bool
+    let dkim: DKIMStep?
 
-    public init(queue: MailQueue, hook: PostDataHook, mailLog: MailLog, isLocal: @escaping @Sendable (String) -> Bool) {
+    init(
+        queue: MailQueue, hook: PostDataHook, mailLog: MailLog, dkim: DKIMStep? = nil,
+        isLocal: @escaping @Sendable (String) -> Bool
+    ) {
         self.queue = queue
         self.hook = hook
         self.mailLog = mailLog
+        self.dkim = dkim
         self.isLocal = isLocal
     }
 
@@ -25,6 +30,19 @@ public struct QueueSink: MessageSink {
         envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: sending SpoolFile
     ) async -> Reply {
         var spool = spool
+        if let dkim {
+            do {
+                spool = try await dkim.run(envelope: envelope, authenticated: session.isAuthenticated, spool: spool)
+            } catch let failure as DKIMStep.SigningFailed {
+                // Never send unsigned what should be signed; the client retries.
+                spool.discard()
+                _ = failure
+                return Reply(451, "4.3.0 DKIM signing failed")
+            } catch {
+                spool.discard()
+                return Reply(451, "4.3.0 Failed to queue message: \(error)")
+            }
+        }
         do {
             spool = try await runHook(envelope: envelope, session: session, remoteAddress: remoteAddress, spool: spool)
         } catch let refusal as HookRefusal {

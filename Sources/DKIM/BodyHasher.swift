@@ -50,7 +50,16 @@ struct BodyCanonicalizer: Sendable {
             pendingCR = false
             content(0x0D, &out)
         }
-        if lineHasContent { out += DKIMCanonicalization.crlf }
+        if lineHasContent {
+            // A last line without CRLF keeps its WSP run, as one SP (as
+            // chasquid and dkimpy do: only WSP before a CRLF is "at the end
+            // of a line").
+            if pendingWSP {
+                out.append(0x20)
+                pendingWSP = false
+            }
+            out += DKIMCanonicalization.crlf
+        }
         if !wroteAnything && out.isEmpty && canonicalization == .simple { out = DKIMCanonicalization.crlf }
         return out
     }

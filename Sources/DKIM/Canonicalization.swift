@@ -19,7 +19,17 @@ public enum DKIMCanonicalization: String, Sendable {
             out.append(UInt8(ascii: ":"))
             var value: [UInt8] = []
             var pendingSpace = false
-            for byte in field.value where byte != 0x0D && byte != 0x0A {
+            // Only the CRLFs of folds go (RFC 6376 §3.4.2); a lone CR is
+            // text, so one added to a signed field breaks the signature.
+            let source = field.value
+            var index = 0
+            while index < source.count {
+                let byte = source[index]
+                index += 1
+                if byte == 0x0D, index < source.count, source[index] == 0x0A {
+                    index += 1
+                    continue
+                }
                 if Self.isWSP(byte) {
                     pendingSpace = true
                     continue

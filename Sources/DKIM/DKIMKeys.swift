@@ -1,10 +1,10 @@
 import Crypto
 import CryptoExtras
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
+
+#if canImport(Glibc)
+import Glibc
 #endif
 
 /// A DKIM private key as chasquid keeps it: `domains/<domain>/dkim:<selector>.pem`,
@@ -103,7 +103,8 @@ public struct DKIMKey: Sendable {
             guard let selector = selector(fromFileName: name) else { return nil }
             let path = directory + "/" + name
             guard let data = FileManager.default.contents(atPath: path) else {
-                return .failure(LoadError(description: "\(path): cannot be read"))
+                let why = access(path, R_OK) != 0 && errno == EACCES ? "permission denied" : "cannot be read"
+                return .failure(LoadError(description: "open \(path): \(why)"))
             }
             return Result { () throws(LoadError) -> DKIMKey in
                 try DKIMKey(selector: selector, path: path, pem: String(decoding: data, as: UTF8.self))

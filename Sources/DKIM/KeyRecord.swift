@@ -25,10 +25,19 @@ public struct DKIMTagList: Sendable, Equatable {
         public var description: String
     }
 
+    /// The most tags a list may have: RFC 6376 defines fewer than twenty,
+    /// and a cap keeps a hostile field from costing much.
+    public static let maximumTags = 64
+
     public init(parsing text: String) throws(Invalid) {
         tags = []
-        let specs = text.split(separator: ";", omittingEmptySubsequences: false)
-        for (index, spec) in specs.enumerated() {
+        var seen = Set<String>()
+        // Split on the ";" byte, never on grapheme clusters: a ";" next to
+        // a combining mark is still a separator.
+        let specs = Array(text.utf8).split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false)
+        guard specs.count <= Self.maximumTags + 1 else { throw Invalid(description: "invalid tag: too many tags") }
+        for (index, specBytes) in specs.enumerated() {
+            let spec = String(decoding: specBytes, as: UTF8.self)
             let trimmed = spec.trimmingFWS()
             // The list may end with ";" (the last spec is then empty).
             if trimmed.isEmpty, index == specs.count - 1 { continue }
@@ -42,7 +51,7 @@ public struct DKIMTagList: Sendable, Equatable {
             else {
                 throw Invalid(description: name.isEmpty ? "invalid tag: missing tag name" : "invalid tag: bad tag name")
             }
-            guard self[name] == nil else { throw Invalid(description: "invalid tag: duplicate tag") }
+            guard seen.insert(name).inserted else { throw Invalid(description: "invalid tag: duplicate tag") }
             tags.append((name, value))
         }
     }

@@ -74,13 +74,19 @@ public struct DKIMMessage: Sendable {
 
     /// The fields h= selects, in h= order: each name takes the next instance
     /// from the bottom not yet taken; a name with none left selects nothing.
-    /// `excluding` is the signature field itself, which never signs itself.
+    /// `excluding` is the signature field itself, which never signs itself
+    /// (RFC 6376 §3.7). One index of the fields by name, so a long h= over
+    /// many fields costs linear time.
     func selected(byNames names: [String], excluding: Int? = nil) -> [Field] {
+        var byName: [String: [Int]] = [:]
+        for index in fields.indices.reversed() where index != excluding {
+            byName[fields[index].name.lowercased(), default: []].append(index)
+        }
         var taken: [String: Int] = [:]
         var out: [Field] = []
         for name in names {
             let lower = name.lowercased()
-            let instances = bottomUp(lower).filter { $0 != excluding }
+            guard let instances = byName[lower] else { continue }
             let next = taken[lower, default: 0]
             guard next < instances.count else { continue }
             taken[lower] = next + 1

@@ -40,7 +40,14 @@ public struct DKIMSigner: Sendable {
     public func sign(crlf message: [UInt8], now: Int) throws -> String {
         let parsed: DKIMMessage
         do { parsed = try DKIMMessage(crlf: message) } catch { throw Failure(description: error.description) }
+        var hasher = DKIMBodyHasher(canonicalization: .relaxed)
+        hasher.feed(parsed.body)
+        return try sign(fields: parsed, relaxedBodyHash: hasher.finish(), now: now)
+    }
 
+    /// The same for a message read in parts: its header fields, and the
+    /// relaxed body hash computed as the body streamed by.
+    public func sign(fields parsed: DKIMMessage, relaxedBodyHash bodyHash: [UInt8], now: Int) throws -> String {
         var names: [String] = []
         for name in Self.fieldsToSign {
             names += Array(repeating: name, count: parsed.bottomUp(name).count)
@@ -48,9 +55,6 @@ public struct DKIMSigner: Sendable {
         names += Self.oversigned
 
         let algorithm: DKIMSignatureHeader.Algorithm = key.algorithm == .rsa ? .rsaSHA256 : .ed25519SHA256
-        var hasher = DKIMBodyHasher(canonicalization: .relaxed)
-        hasher.feed(parsed.body)
-        let bodyHash = hasher.finish()
         var value = "v=1; a=\(algorithm.rawValue); c=relaxed/relaxed;\r\n"
         value += "d=\(domain); s=\(key.selector); t=\(now);\r\n"
         value += "h=\(Self.wrapped(names.map { $0.lowercased() }));\r\n"

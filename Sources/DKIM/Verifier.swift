@@ -1,5 +1,6 @@
 import Crypto
 import CryptoExtras
+import DNS
 import GoCompat
 
 #if canImport(FoundationEssentials)
@@ -27,17 +28,53 @@ public struct DKIMVerifier: Sendable {
 
     public var lookup: @Sendable (String) async -> DKIMKeyLookupResult
     public var maximumSignatures: Int
+    /// All of one message's key lookups must end within this; the rest are
+    /// TEMPFAIL (nil: no limit of our own).
+    public var lookupBudget: Duration?
     /// Seconds since the epoch, for x=.
     public var now: @Sendable () -> Int
 
     public init(
         maximumSignatures: Int = DKIMVerifier.defaultMaximumSignatures,
+        lookupBudget: Duration? = nil,
         now: @escaping @Sendable () -> Int = { Int(Date().timeIntervalSince1970) },
         lookup: @escaping @Sendable (String) async -> DKIMKeyLookupResult
     ) {
         self.lookup = lookup
         self.maximumSignatures = maximumSignatures
+        self.lookupBudget = lookupBudget
         self.now = now
+    }
+
+    /// Key lookups over DNS (RFC 6376 §6.1.2): a timeout or SERVFAIL is
+    /// TEMPFAIL, anything lasting (no such name, refused) PERMFAIL.
+    public static func lookup(using dns: any DNSLookup) -> @Sendable (String) async -> DKIMKeyLookupResult {
+        { name in
+            do throws(DNSError) {
+                let records = try await dns.txt(name)
+                // No TXT at the name is the same answer as no name (Go's
+                // resolver, chasquid's: "no such host").
+                return records.isEmpty ? .permanentFailure("lookup \(name): no such host") : .records(records)
+            } catch {
+                return error.isTemporary ? .temporaryFailure("\(error)") : .permanentFailure("\(error)")
+            }
+        }
+    }
+
+    /// One lookup, cut at `deadline` (the lookup task is cancelled then).
+    func lookup(_ name: String, before deadline: ContinuousClock.Instant?) async -> DKIMKeyLookupResult {
+        guard let deadline else { return await lookup(name) }
+        let lookup = self.lookup
+        return await withTaskGroup(of: DKIMKeyLookupResult?.self) { group in
+            group.addTask { await lookup(name) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return nil
+            }
+            defer { group.cancelAll() }
+            let first = await group.next() ?? nil
+            return first ?? .temporaryFailure("lookup \(name): timed out")
+        }
     }
 
     public enum State: String, Sendable {
@@ -89,22 +126,81 @@ public struct DKIMVerifier: Sendable {
     /// Verifies a CRLF message; throws only when it cannot be parsed.
     public func verify(crlf message: [UInt8]) async throws(DKIMMessage.Invalid) -> Result {
         let parsed = try DKIMMessage(crlf: message)
-        let signatureFields = parsed.fields.indices.filter { parsed.fields[$0].name.lowercased() == "dkim-signature" }
-        var results: [SignatureResult] = []
-        for index in signatureFields.prefix(maximumSignatures) {
-            results.append(await verify(field: index, in: parsed))
-        }
-        return Result(results: results)
+        var verification = prepare(fields: parsed)
+        verification.feedBody(parsed.body)
+        return await verification.finish()
     }
 
-    func verify(field index: Int, in message: DKIMMessage) async -> SignatureResult {
+    /// A verification of a message read in parts: its header fields now,
+    /// its body fed in chunks (each signature's body hash computed as it
+    /// streams), the keys looked up at `finish`.
+    public func prepare(fields message: DKIMMessage) -> Verification {
+        let indices = message.fields.indices.filter { message.fields[$0].name.lowercased() == "dkim-signature" }
+        let signatures = indices.prefix(maximumSignatures).map { index in
+            let value = String(decoding: message.fields[index].value, as: UTF8.self)
+            return (index, Swift.Result { () throws(DKIMSignatureHeader.Invalid) in try DKIMSignatureHeader(parsing: value) })
+        }
+        return Verification(verifier: self, message: message, signatures: signatures)
+    }
+
+    public struct Verification: Sendable {
+        let verifier: DKIMVerifier
+        let message: DKIMMessage
+        let signatures: [(Int, Swift.Result<DKIMSignatureHeader, DKIMSignatureHeader.Invalid>)]
+        /// One hasher per canonicalization and l= the signatures ask for.
+        var hashers: [HashKey: DKIMBodyHasher] = [:]
+
+        struct HashKey: Hashable, Sendable {
+            var canonicalization: DKIMCanonicalization
+            var limit: Int?
+        }
+
+        init(
+            verifier: DKIMVerifier, message: DKIMMessage,
+            signatures: [(Int, Swift.Result<DKIMSignatureHeader, DKIMSignatureHeader.Invalid>)]
+        ) {
+            self.verifier = verifier
+            self.message = message
+            self.signatures = signatures
+            for case (_, .success(let signature)) in signatures {
+                let key = HashKey(canonicalization: signature.bodyCanonicalization, limit: signature.bodyLength)
+                hashers[key] = DKIMBodyHasher(canonicalization: key.canonicalization, limit: key.limit)
+            }
+        }
+
+        public var found: Int { signatures.count }
+
+        public mutating func feedBody(_ bytes: some Collection<UInt8>) {
+            for key in hashers.keys { hashers[key]!.feed(bytes) }
+        }
+
+        public mutating func finish() async -> Result {
+            var hashes: [HashKey: (hash: [UInt8], length: Int)] = [:]
+            for (key, var hasher) in hashers {
+                let hash = hasher.finish()
+                hashes[key] = (hash, hasher.canonicalLength)
+            }
+            let deadline = verifier.lookupBudget.map { ContinuousClock.now + $0 }
+            var results: [SignatureResult] = []
+            for (index, parsed) in signatures {
+                results.append(
+                    await verifier.verify(field: index, parsed: parsed, in: message, bodyHashes: hashes, deadline: deadline))
+            }
+            return Result(results: results)
+        }
+    }
+
+    func verify(
+        field index: Int, parsed: Swift.Result<DKIMSignatureHeader, DKIMSignatureHeader.Invalid>, in message: DKIMMessage,
+        bodyHashes: [Verification.HashKey: (hash: [UInt8], length: Int)], deadline: ContinuousClock.Instant? = nil
+    ) async -> SignatureResult {
         let field = message.fields[index]
         var result = SignatureResult(
             state: .permanentFailure, error: "", isVerificationFailure: false, domain: "", selector: "", signature: "")
         let signature: DKIMSignatureHeader
-        do {
-            signature = try DKIMSignatureHeader(parsing: String(decoding: field.value, as: UTF8.self))
-        } catch {
+        switch parsed {
+        case .success(let success): signature = success
+        case .failure(let error):
             result.error = error.description
             return result
         }
@@ -118,7 +214,7 @@ public struct DKIMVerifier: Sendable {
 
         let name = "\(signature.selector)._domainkey.\(signature.domain)"
         let records: [String]
-        switch await lookup(name) {
+        switch await lookup(name, before: deadline) {
         case .records(let found): records = found
         case .temporaryFailure(let why):
             result.state = .temporaryFailure
@@ -134,11 +230,10 @@ public struct DKIMVerifier: Sendable {
             $0.serves(signature.algorithm) && !$0.publicKey.isEmpty
         }
 
-        // Body: canonicalized, cut to l=, hashed, compared with bh=.
-        var hasher = DKIMBodyHasher(canonicalization: signature.bodyCanonicalization, limit: signature.bodyLength)
-        hasher.feed(message.body)
-        let bodyHash = hasher.finish()
-        if let length = signature.bodyLength, length > hasher.canonicalLength {
+        // Body: canonicalized, cut to l=, hashed (as it streamed), compared with bh=.
+        let key = Verification.HashKey(canonicalization: signature.bodyCanonicalization, limit: signature.bodyLength)
+        let (bodyHash, canonicalLength) = bodyHashes[key] ?? ([], 0)
+        if let length = signature.bodyLength, length > canonicalLength {
             result.error = "body shorter than l="
             return result
         }

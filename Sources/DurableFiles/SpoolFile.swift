@@ -53,6 +53,28 @@ public final class SpoolFile: @unchecked Sendable {
         return try readFile(path)
     }
 
+    /// Reads what was written, from `offset`, a chunk at a time (for work
+    /// that must see the whole message without holding it: DKIM hashes,
+    /// copies).
+    public func read(from offset: Int = 0, chunkSize: Int = 256 * 1024, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
+        try flush()
+        let reader = open(path, O_RDONLY | O_CLOEXEC)
+        guard reader >= 0 else { throw FileError("open", path: path, errno: errno) }
+        defer { close(reader) }
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
+        var position = off_t(offset)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { pread(reader, $0.baseAddress, $0.count, position) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError("read", path: path, errno: errno)
+            }
+            if n == 0 { return }
+            position += off_t(n)
+            try body(chunk[0..<n])
+        }
+    }
+
     /// Writes what is buffered, fsyncs and closes. After this the bytes
     /// survive a crash (once the file's name is made durable too).
     public func commit() throws(FileError) {

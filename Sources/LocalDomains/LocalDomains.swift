@@ -1,4 +1,5 @@
 import Aliases
+import DKIM
 import DurableFiles
 import Foundation
 import Normalization
@@ -13,6 +14,8 @@ public struct LocalDomain: Sendable {
     public var directory: String
     public var users: UserDatabase
     public var aliases: [String: [Recipient]]
+    /// The `dkim:<selector>.pem` keys, by file name; each one signs.
+    public var dkimKeys: [DKIMKey] = []
 }
 
 /// Every local domain, read together: a reader always sees one consistent
@@ -60,6 +63,7 @@ public enum LocalDomainsError: Error, CustomStringConvertible, Sendable, Equatab
     case users(UserDatabaseError)
     case aliases(AliasesFileError)
     case unreadableAliases(path: String, reason: String)
+    case dkimKey(String)
 
     public var description: String {
         switch self {
@@ -71,6 +75,7 @@ public enum LocalDomainsError: Error, CustomStringConvertible, Sendable, Equatab
         case .users(let e): "users file error: \(e)"
         case .aliases(let e): "aliases file error: \(e)"
         case .unreadableAliases(_, let reason): "aliases file error: \(reason)"
+        case .dkimKey(let reason): "DKIM key error: \(reason)"
         }
     }
 }
@@ -126,7 +131,14 @@ public enum DomainLoader {
                 throw .aliases(error)
             }
         }
-        return LocalDomain(name: name, directory: directory, users: users, aliases: aliases)
+        var keys: [DKIMKey] = []
+        for loaded in DKIMKey.load(directory: directory) {
+            switch loaded {
+            case .success(let key): keys.append(key)
+            case .failure(let error): throw .dkimKey(error.description)
+            }
+        }
+        return LocalDomain(name: name, directory: directory, users: users, aliases: aliases, dkimKeys: keys)
     }
 }
 

@@ -311,13 +311,15 @@ public struct Session: Sendable {
     // MARK: - DATA
 
     private mutating func beginData() {
-        guard let envelope else { preconditionFailure("DATA accepted without an envelope") }
+        guard var envelope else { preconditionFailure("DATA accepted without an envelope") }
         actions.append(.note(.dataStarted(onTLS: info.onTLS)))
-        var headers = envelope.spf.map { TraceHeaders.spf($0, serverName: info.serverName) } ?? ""
-        headers += TraceHeaders.received(
-            session: info, remoteIP: info.remoteIP ?? "", tlsVersion: tlsVersion, envelopeFrom: envelope.from,
-            date: now())
-        actions.append(.openSpool(headers: Array(headers.utf8)))
+        let trace = TraceBlock(
+            serverName: info.serverName, spf: envelope.spf,
+            received: TraceHeaders.received(
+                session: info, remoteIP: info.remoteIP ?? "", tlsVersion: tlsVersion, envelopeFrom: envelope.from,
+                date: now()))
+        envelope.trace = trace
+        actions.append(.openSpool(headers: Array(trace.text.utf8)))
         state = .data(DataTransfer(envelope: envelope, decoder: DataDecoder(maxSize: maxDataSize)))
     }
 

@@ -99,6 +99,8 @@ public struct Envelope: Equatable, Sendable {
     public var recipients: [String] = []
     /// The SPF outcome at MAIL FROM, when SPF ran.
     public var spf: SPFVerdict? = nil
+    /// The headers put on top of the data (set when DATA starts).
+    public var trace: TraceBlock? = nil
 }
 
 /// A policy refusal worth a mail-log line (COMPAT.md §18): who, and why, in

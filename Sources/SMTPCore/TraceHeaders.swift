@@ -25,11 +25,45 @@ public enum TraceHeaders {
     }
 
     /// `Authentication-Results` and `Received-SPF` for an SPF verdict, in
-    /// that order (COMPAT.md §12.3). The Authentication-Results value is
-    /// folded with CRLF, as chasquid 1.18 builds it. DKIM verification does
-    /// not exist yet, so no `dkim=` item is claimed.
+    /// that order (COMPAT.md §12.3), before DKIM has run.
     public static func spf(_ verdict: SPFVerdict, serverName: String) -> String {
-        let item = "\(verdict.result) (\(verdict.reason ?? "<nil>"))"
-        return "Authentication-Results: \(serverName)\r\n\t;spf=\(item)\n" + "Received-SPF: \(item)\n"
+        (authenticationResults(serverName: serverName, spf: verdict, dkim: nil) ?? "") + receivedSPF(verdict)
     }
+
+    public static func receivedSPF(_ verdict: SPFVerdict) -> String {
+        "Received-SPF: \(verdict.result) (\(verdict.reason ?? "<nil>"))\n"
+    }
+
+    /// `Authentication-Results` with what ran: the SPF item, then the DKIM
+    /// items (DKIMVerifier's text: each item starts with ";", lines end
+    /// in CRLF). As chasquid 1.18 builds it, the value's line breaks are
+    /// CRLF even in the internal LF form, each continued with a tab, the
+    /// whole trimmed; nil when nothing ran.
+    public static func authenticationResults(serverName: String, spf: SPFVerdict?, dkim: String?) -> String? {
+        guard spf != nil || dkim != nil else { return nil }
+        var value = serverName + "\r\n"
+        if let spf { value += ";spf=\(spf.result) (\(spf.reason ?? "<nil>"))\r\n" }
+        if let dkim { value += dkim + "\r\n" }
+        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
+        return "Authentication-Results: " + trimmed.replacingOccurrences(of: "\n", with: "\n\t") + "\n"
+    }
+}
+
+/// The headers a session puts on top of a message before its data, kept in
+/// parts so the sink can rebuild them once DKIM has run (its results join
+/// Authentication-Results, its signatures go below Received).
+public struct TraceBlock: Equatable, Sendable {
+    public var serverName: String
+    public var spf: SPFVerdict?
+    /// The whole `Received:` header, with its newline.
+    public var received: String
+
+    public init(serverName: String, spf: SPFVerdict?, received: String) {
+        self.serverName = serverName
+        self.spf = spf
+        self.received = received
+    }
+
+    /// What the session writes at the start of the spool.
+    public var text: String { (spf.map { TraceHeaders.spf($0, serverName: serverName) } ?? "") + received }
 }
