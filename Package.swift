@@ -134,8 +134,8 @@ let package = Package(
         .target(
             name: "RemoteDelivery",
             dependencies: [
-                "Courier", "DNS", "DomainInfo", "GoCompat", "IDNA", "Instrumentation", "Normalization", "SMTPClient",
-                "SMTPCore",
+                "Courier", "DNS", "DomainInfo", "GoCompat", "IDNA", "Instrumentation", "MTASTS", "Normalization",
+                "SMTPClient", "SMTPCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -205,7 +205,7 @@ let package = Package(
                 "DurableFiles",
                 "GoCompat", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
-                "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF", "DKIM",
+                "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF", "DKIM", "MTASTS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -222,7 +222,7 @@ let package = Package(
         .target(
             name: "MTASTS",
             dependencies: [
-                "DNS", "GoCompat", "IDNA",
+                "DNS", "DurableFiles", "GoCompat", "IDNA",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -316,7 +316,10 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "GoFlagsTests", dependencies: ["GoFlags"], swiftSettings: strictSettings),
-        .testTarget(name: "MTASTSTests", dependencies: ["MTASTS"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "MTASTSTests",
+            dependencies: ["MTASTS", "DNS", .product(name: "NIOSSL", package: "swift-nio-ssl")],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "DKIMTests",
             dependencies: [

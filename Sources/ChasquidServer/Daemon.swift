@@ -15,6 +15,7 @@ import LocalDomains
 import Logging
 import MailLog
 import MailQueue
+import MTASTS
 import Monitoring
 import NIOCore
 import NIOPosix
@@ -38,6 +39,8 @@ public struct DaemonOptions: Sendable {
     public var maxReceivedHeaders = SMTPDefaults.maxReceivedHeaders
     public var reloadEvery: Duration = .seconds(30)
     public var outgoingSMTPPort = 25
+    /// The HTTPS port of MTA-STS policy hosts (tests only).
+    public var stsPort = 443
     /// `host:port` of the one DNS server to ask; empty means /etc/resolv.conf.
     public var dnsServer = ""
     /// For the monitoring server's `/debug/flags` and `/debug/vars`.
@@ -65,6 +68,8 @@ public final class Daemon: Sendable {
     /// Per-domain TLS security levels (`<data_dir>/domaininfo`).
     let securityLevels: DomainInfoStore
     let queue: MailQueue
+    /// MTA-STS policies for outgoing mail (`<data_dir>/sts-cache`).
+    let stsCache: STSPolicyCache
     let listeners: [Listener]
     let rpc: LocalRPCServer
     let certificates: CertificateStore
@@ -224,6 +229,18 @@ public final class Daemon: Sendable {
             logger.info("Domain info: record for \"\(name)\" is not under its normalised name, and is not used")
         }
 
+        // After domain info, before the queue (chasquid's order).
+        do {
+            let fetcher = STSPolicyFetcher(dns: dns, tlsContext: try RemoteCourier.makeVerifyingContext(), port: options.stsPort)
+            stsCache = try STSPolicyCache(
+                directory: dataDirectory + "/sts-cache", fetcher: fetcher,
+                onEvent: { event in
+                    if let counter = MetricCatalog.stsCache[event.rawValue] { metrics.count(counter) }
+                })
+        } catch {
+            throw StartupError(description: "Failed to initialize STS cache: \(error)")
+        }
+
         let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve", metrics: metrics)
         let policy = ServerPolicy(
             domains: domains, aliasHook: aliasHook, dovecot: dovecot, mailLog: mailLog,
@@ -237,7 +254,7 @@ public final class Daemon: Sendable {
         do {
             remoteCourier = try RemoteCourier(
                 settings: RemoteCourier.Settings(hostname: config.hostname, port: options.outgoingSMTPPort), dns: dns,
-                levels: levels, metrics: metrics)
+                levels: levels, metrics: metrics, sts: stsCache)
         } catch {
             throw StartupError(description: "Error setting up outgoing TLS: \(error)")
         }
@@ -409,6 +426,11 @@ public final class Daemon: Sendable {
                     tasks.addTask {
                         do { try await monitoring.serve() } catch { logger.info("Monitoring server ended: \(error)") }
                     }
+                }
+                let sts = self.stsCache
+                tasks.addTask {
+                    // chasquid's refresh: a first pass now, then every 10 min.
+                    await sts.refreshPeriodically(every: .seconds(600), timeout: .seconds(30))
                 }
                 tasks.addTask {
                     await domains.reloadPeriodically(every: reloadEvery) { error in

@@ -39,8 +39,11 @@ public enum AtomicFile {
     ///   its mode and owner are kept, so an admin's `chown`/`chmod` survives.
     /// - Parameter syncDirectory: false when the caller makes the rename
     ///   durable itself (a `DirectorySyncer` shared by many writers).
+    /// - Parameter modificationTime: the file's mtime, when it means
+    ///   something (chasquid's STS cache keeps the expiry there).
     public static func write(
-        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t, syncDirectory: Bool = true
+        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t, syncDirectory: Bool = true,
+        modificationTime: timespec? = nil
     ) throws(FileError) {
         let (directory, base) = split(path)
         var existing = stat()
@@ -70,6 +73,10 @@ public enum AtomicFile {
                 }
             }
             try writeAll(fd: fd, bytes: Array(bytes), path: tempPath)
+            if let modificationTime {
+                var times = [modificationTime, modificationTime]
+                guard futimens(fd, &times) == 0 else { throw FileError("chtimes", path: tempPath, errno: Glibc.errno) }
+            }
             guard fdatasync(fd) == 0 else { throw FileError("fsync", path: tempPath, errno: Glibc.errno) }
         }
         guard rename(tempPath, path) == 0 else { throw FileError("rename", path: path, errno: Glibc.errno) }

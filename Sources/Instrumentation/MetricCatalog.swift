@@ -87,6 +87,18 @@ public enum MetricCatalog {
     public static let outgoingSecurityLevelChecks = MetricDefinition(
         "chasquid/smtpOut/securityLevelChecks", label: "result", help: "count of security level checks on outgoing connections")
 
+    public static let stsModes = MetricDefinition(
+        "chasquid/smtpOut/sts/mode", label: "mode", help: "count of STS checks on outgoing connections")
+    public static let stsSecurity = MetricDefinition(
+        "chasquid/smtpOut/sts/security", label: "result", help: "count of STS security checks on outgoing connections")
+
+    // sts/cache: chasquid's MTA-STS policy cache counters, by event.
+    public static let stsCache: [String: MetricDefinition] = Dictionary(
+        uniqueKeysWithValues: [
+            "fetches", "hits", "expired", "ioErrors", "failedFetch", "invalid", "marshalErrors", "unmarshalErrors",
+            "refreshCycles", "refreshes", "refreshErrors",
+        ].map { ($0, MetricDefinition("chasquid/sts/cache/\($0)", help: "STS policy cache: \($0)")) })
+
     public static let sourceDateTimestamp = MetricDefinition(
         "chasquid/sourceDateTimestamp", kind: .gauge, help: "timestamp when the binary was built, in seconds since epoch")
 
@@ -112,8 +124,8 @@ public enum MetricCatalog {
         postDataHookResults, wrongProtoCount, dkimSigned, dkimSignErrors, dkimVerifyFound, dkimVerifyNotFound,
         dkimVerifyValid, dkimVerifyErrors, aliasHookResults, putCount, itemsWritten, dsnQueued, deliverAttempts,
         outgoingTLSCount, outgoingSecurityLevelChecks, sourceDateTimestamp, openConnections, tlsHandshakeFailures,
-        queueLength, deliveryDuration, smtpSessionDuration,
-    ]
+        queueLength, deliveryDuration, smtpSessionDuration, stsModes, stsSecurity,
+    ] + stsCache.values.sorted { $0.expvarName < $1.expvarName }
 
     /// Looks a definition up by its Prometheus name.
     public static let byPrometheusName: [String: MetricDefinition] = Dictionary(

@@ -66,13 +66,12 @@ public struct STSPolicy: Sendable, Equatable {
         }
     }
 
-    /// Whether the policy can be used: version STSv1, a max_age, a known
-    /// mode, and at least one mx (required, even for `none`). A max_age
-    /// above the RFC's maximum is accepted, as chasquid accepts it; a cache
-    /// keeps the policy for at most `maximumMaxAge`.
+    /// Whether the policy can be used: version STSv1, 0 < max_age <= one
+    /// year (RFC 8461, and chasquid 1.18), a known mode, and at least one mx
+    /// (required, even for `none`).
     public func check() throws(Invalid) {
         guard version == "STSv1" else { throw .unknownVersion }
-        guard maxAge > 0 else { throw .invalidMaxAge }
+        guard maxAge > 0, maxAge <= Self.maximumMaxAge else { throw .invalidMaxAge }
         guard mode != nil else { throw .invalidMode }
         guard !mxPatterns.isEmpty else { throw .invalidMX }
     }

@@ -5,6 +5,7 @@ import GoCompat
 import IDNA
 import Instrumentation
 import Courier
+import MTASTS
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -43,17 +44,19 @@ public struct RemoteCourier: BatchCourier {
     let nonVerifyingContext: NIOSSLContext
     let metrics: ServerMetrics
 
+    /// MTA-STS policies (nil: none are looked at).
+    let sts: STSPolicyCache?
+
     public init(
-        settings: Settings, dns: any DNSLookup, levels: DomainInfoStore, metrics: ServerMetrics = .discarding
+        settings: Settings, dns: any DNSLookup, levels: DomainInfoStore, metrics: ServerMetrics = .discarding,
+        sts: STSPolicyCache? = nil
     ) throws {
         self.settings = settings
         self.metrics = metrics
+        self.sts = sts
         self.dns = dns
         self.levels = levels
-        var verifying = TLSConfiguration.makeClientConfiguration()
-        verifying.certificateVerification = .fullVerification
-        verifying.trustRoots = Self.trustRoots()
-        verifyingContext = try NIOSSLContext(configuration: verifying)
+        verifyingContext = try Self.makeVerifyingContext()
         var lenient = TLSConfiguration.makeClientConfiguration()
         lenient.certificateVerification = .none
         nonVerifyingContext = try NIOSSLContext(configuration: lenient)
@@ -63,6 +66,15 @@ public struct RemoteCourier: BatchCourier {
     /// read as Go reads them (TrustStore).
     static func trustRoots() -> NIOSSLTrustRoots {
         TrustStore.roots(environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// A client context that verifies against those roots (for the MTA-STS
+    /// policy hosts, which are checked as strictly as an enforced MX).
+    public static func makeVerifyingContext() throws -> NIOSSLContext {
+        var verifying = TLSConfiguration.makeClientConfiguration()
+        verifying.certificateVerification = .fullVerification
+        verifying.trustRoots = trustRoots()
+        return try NIOSSLContext(configuration: verifying)
     }
 
     public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
@@ -97,18 +109,37 @@ public struct RemoteCourier: BatchCourier {
             }
         }
         Trace.current?.log("servers for \(asciiDomain): \(hosts.joined(separator: ", "))")
+        // MTA-STS (RFC 8461), never for FORWARD: an enforce policy skips the
+        // MX hosts it does not list and needs verified TLS to the others.
+        var policy: STSPolicy?
+        if via.isEmpty, let sts {
+            policy = await sts.policy(for: domain, timeout: .seconds(60))
+            if let policy {
+                metrics.count(MetricCatalog.stsModes, policy.modeText)
+                Trace.current?.log("MTA-STS policy for \(domain): \(policy.goDescription)")
+            }
+        }
+        let enforce = policy?.mode == .enforce
         var results = [DeliveryResult?](repeating: nil, count: recipients.count)
         var lastErrors = [String](repeating: "no servers to try", count: recipients.count)
         for host in hosts {
             let pending = recipients.indices.filter { results[$0] == nil }
             if pending.isEmpty { break }
+            if let policy, !policy.allows(mx: host) {
+                Trace.current?.log("\(goQuoted(host)) skipped as per MTA-STS policy")
+                for index in pending { lastErrors[index] = "\(host) skipped as per MTA-STS policy" }
+                continue
+            }
+            if policy?.mode == .testing, let policy, !policy.mxPatterns.contains(where: { STSPolicy.matches(host, pattern: $0) }) {
+                Trace.current?.log("\(goQuoted(host)) not in the MTA-STS policy (testing mode: tried anyway)")
+            }
             // RFC 5321 §4.5.3.1.8: servers need take no more than 100
             // recipients per transaction; larger batches go in several.
             for start in stride(from: 0, to: pending.count, by: Self.maximumRecipientsPerTransaction) {
                 let chunk = Array(pending[start..<min(start + Self.maximumRecipientsPerTransaction, pending.count)])
                 let attempt = Attempt(
                     courier: self, host: host, levelKey: domain, isImplicitMX: via.isEmpty && host == asciiDomain,
-                    from: from, recipients: chunk.map { recipients[$0] }, data: data)
+                    stsEnforce: enforce, from: from, recipients: chunk.map { recipients[$0] }, data: data)
                 for (index, result) in zip(chunk, await attempt.run()) {
                     switch result {
                     case .sent, .permanent: results[index] = result
@@ -134,6 +165,8 @@ struct Attempt {
     let levelKey: String
     /// The host is the recipient domain itself, for want of MX records.
     let isImplicitMX: Bool
+    /// An MTA-STS enforce policy applies: only verified TLS will do.
+    var stsEnforce = false
     let from: String
     let recipients: [String]
     let data: [UInt8]
@@ -310,6 +343,16 @@ struct Attempt {
         trace?.log("security level \(level.name) for \(levelKey): \(allowed ? "allowed" : "refused")")
         guard allowed else {
             throw Failure(result: .temporary("Security level check failed (level:\(level.name))"))
+        }
+        if stsEnforce {
+            // RFC 8461 §4.2: the connection must be validated by TLS.
+            guard level == .tlsSecure else {
+                courier.metrics.count(MetricCatalog.stsSecurity, "fail")
+                trace?.error("invalid security level (\(level.name)) for STS policy")
+                throw Failure(result: .temporary("invalid security level (\(level.name)) for STS policy"))
+            }
+            courier.metrics.count(MetricCatalog.stsSecurity, "pass")
+            trace?.log("STS policy: connection is using valid TLS")
         }
         let results = try await transaction(connection, capabilities: capabilities)
         _ = try? await connection.command("QUIT", timeout: .seconds(10))

@@ -24,6 +24,7 @@ var flags = GoFlags([
     .init("testing__max_received_headers", .int, "50", "max Received headers, ONLY FOR TESTING"),
     .init("testing__reload_every", .string, "30s", "how often to reload, ONLY FOR TESTING"),
     .init("testing__dns_addr", .string, "", "DNS server address (host:port) instead of /etc/resolv.conf, ONLY FOR TESTING"),
+    .init("testing__sts_port", .int, "443", "HTTPS port of MTA-STS policy hosts, ONLY FOR TESTING"),
 ])
 
 do {
@@ -49,6 +50,11 @@ options.syslogTag = flags.string("logtosyslog")
 options.maxReceivedHeaders = flags.int("testing__max_received_headers")
 options.outgoingSMTPPort = Int(flags.string("testing__outgoing_smtp_port")) ?? 25
 options.dnsServer = flags.string("testing__dns_addr")
+options.stsPort = flags.int("testing__sts_port")
+if !(1...65535).contains(options.stsPort) {
+    printError("invalid value \"\(flags.string("testing__sts_port"))\" for flag -testing__sts_port\n")
+    exit(2)
+}
 options.flagsText = flags.debugText
 options.commandLine = CommandLine.arguments
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {

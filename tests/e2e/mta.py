@@ -24,6 +24,7 @@ import atexit
 import email
 import email.policy
 import email.utils
+import http.server
 import itertools
 import os
 import re
@@ -165,6 +166,57 @@ def self_signed(name):
         S.make_cert(d, name)
         _SELF_SIGNED[name] = d
     return _SELF_SIGNED[name]
+
+
+class PolicyHost:
+    """An HTTPS server for MTA-STS policy hosts (mta-sts.<domain>) on
+    127.0.0.1:<port>, with a certificate from `cert_dir`. What it answers
+    for /.well-known/mta-sts.txt is set with serve(); `host=` gives one
+    policy host its own answer (by the request's Host header)."""
+
+    PATH = "/.well-known/mta-sts.txt"
+
+    def __init__(self, cert_dir):
+        self.answers = {}
+        self.default_policy = ""
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = (self.headers.get("Host") or "").split(":")[0]
+                status, ctype, body, length = host.answers.get(
+                    (name, self.path), host.answers.get((None, self.path), (404, "text/plain", "not here", True)))
+                data = body.encode()
+                self.send_response(status)
+                if ctype is not None:
+                    self.send_header("Content-Type", ctype)
+                # Without a length the body ends at the close, which Python
+                # makes without TLS's close_notify.
+                if length:
+                    self.send_header("Content-Length", str(len(data)))
+                if 300 <= status < 400:
+                    self.send_header("Location", "https://elsewhere.test/")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(Path(cert_dir) / "fullchain.pem", Path(cert_dir) / "privkey.pem")
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def serve(self, body=None, status=200, ctype="text/plain", length=True, host=None):
+        body = self.default_policy if body is None else body
+        self.answers[(host, self.PATH)] = (status, ctype, body, length)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 # ---------------------------------------------------------------- addresses
