@@ -85,7 +85,7 @@ let package = Package(
         // The set of local domains, with their users and aliases, reloadable as one snapshot.
         .target(
             name: "LocalDomains",
-            dependencies: ["Aliases", "DKIM", "DurableFiles", "UserDatabase", "Normalization"],
+            dependencies: ["Aliases", "DurableFiles", "UserDatabase", "Normalization"],
             swiftSettings: strictSettings
         ),
         // The local RPC between chasquid-util and the daemon (Unix socket, form-encoded).
@@ -276,7 +276,7 @@ let package = Package(
         .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
-        .testTarget(name: "IDNATests", dependencies: ["IDNA"], swiftSettings: strictSettings),
+        .testTarget(name: "IDNATests", dependencies: ["IDNA", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),
         .testTarget(
             name: "UserDatabaseTests",
@@ -295,13 +295,13 @@ let package = Package(
             dependencies: ["DomainInfo", "ChasquidProto", "DurableFiles"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "DNSTests", dependencies: ["DNS", "ChildProcess"], swiftSettings: strictSettings),
+        .testTarget(name: "DNSTests", dependencies: ["DNS", "ChildProcess", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "SPFTests",
             dependencies: ["SPF", "DNS", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore"], swiftSettings: strictSettings),
+        .testTarget(name: "SMTPCoreTests", dependencies: ["SMTPCore", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "MailQueueTests",
             dependencies: [
@@ -323,7 +323,7 @@ let package = Package(
         .testTarget(
             name: "DKIMTests",
             dependencies: [
-                "DKIM", .product(name: "Crypto", package: "swift-crypto"),
+                "DKIM", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings),
@@ -338,6 +338,7 @@ let package = Package(
             name: "ChasquidServerTests",
             dependencies: [
                 "ChasquidServer", "ChasquidConfig", "SMTPServer", "SMTPClient", "SMTPCore", "ChildProcess", "SPF",
+                "DKIM", "DurableFiles", "Instrumentation", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -22,6 +22,8 @@ struct DKIMStep: Sendable {
     let newSpool: @Sendable () throws -> SpoolFile
     let metrics: ServerMetrics
     let now: @Sendable () -> Int
+    /// How much of the spool is read at a time (tests use tiny ones).
+    var chunkSize = 256 * 1024
 
     /// A header block larger than this is not DKIM-processed (no message
     /// chasquid accepts comes near it; it bounds what is held).
@@ -117,9 +119,11 @@ struct DKIMStep: Sendable {
                 body(crlf[...])
                 return
             }
+            // The header block ends at the first empty line; only the new
+            // bytes (and the three before them) are searched each time.
+            let searchFrom = max(0, header.count - 3)
             header += crlf
-            // The header block ends at the first empty line.
-            if let end = Self.headerEnd(header) {
+            if let end = Self.headerEnd(header, from: searchFrom) {
                 let parsed = try DKIMMessage(crlf: Array(header[..<end]))
                 fields = parsed
                 onHeader(parsed)
@@ -129,7 +133,7 @@ struct DKIMStep: Sendable {
                 throw HeaderTooLarge()
             }
         }
-        try spool.read(from: offset) { chunk in try take(converter.convert(chunk)) }
+        try spool.read(from: offset, chunkSize: chunkSize) { chunk in try take(converter.convert(chunk)) }
         if fields == nil {
             // Headers only: the whole message is the header block.
             let parsed = try DKIMMessage(crlf: header)
@@ -142,10 +146,10 @@ struct DKIMStep: Sendable {
 
     /// Where the body starts: after the first CRLF CRLF, or at 2 when the
     /// message starts with an empty line.
-    static func headerEnd(_ bytes: [UInt8]) -> Int? {
+    static func headerEnd(_ bytes: [UInt8], from start: Int = 0) -> Int? {
         if bytes.starts(with: [0x0D, 0x0A]) { return 2 }
-        guard bytes.count >= 4 else { return nil }
-        for index in 0...(bytes.count - 4)
+        guard bytes.count >= 4, start <= bytes.count - 4 else { return nil }
+        for index in start...(bytes.count - 4)
         where bytes[index] == 0x0D && bytes[index + 1] == 0x0A && bytes[index + 2] == 0x0D && bytes[index + 3] == 0x0A {
             return index + 4
         }

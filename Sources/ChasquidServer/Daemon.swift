@@ -68,6 +68,7 @@ public final class Daemon: Sendable {
     /// Per-domain TLS security levels (`<data_dir>/domaininfo`).
     let securityLevels: DomainInfoStore
     let queue: MailQueue
+    let dkimKeys: DKIMKeyStore
     /// MTA-STS policies for outgoing mail (`<data_dir>/sts-cache`).
     let stsCache: STSPolicyCache
     let listeners: [Listener]
@@ -194,9 +195,14 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error loading domains: \(error)")
         }
+        do {
+            dkimKeys = try DKIMKeyStore(domains: domains.snapshot)
+        } catch {
+            throw StartupError(description: "Error loading domains: \(error)")
+        }
         for domain in domains.snapshot.domains.values.sorted(by: { $0.name < $1.name }) {
-            logger.info(
-                "  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases, \(domain.dkimKeys.count) DKIM keys)")
+            let keyCount = dkimKeys.keys(for: domain.name).count
+            logger.info("  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases, \(keyCount) DKIM keys)")
         }
 
         let resolverConfiguration: ResolverConfiguration
@@ -283,7 +289,7 @@ public final class Daemon: Sendable {
             path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics)
         let queueForSpools = queue
         let dkim = DKIMStep(
-            keys: { domainStore.snapshot.domains[$0]?.dkimKeys ?? [] },
+            keys: { [dkimKeys] domain in dkimKeys.keys(for: domain) },
             // chasquid sets no limit; 20 s in all keeps a client from waiting
             // on slow DNS for long (as SPF's limit does).
             verifier: DKIMVerifier(lookupBudget: .seconds(20), lookup: DKIMVerifier.lookup(using: dns)),
@@ -473,6 +479,13 @@ public final class Daemon: Sendable {
             try domains.reload()
         } catch {
             logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+        }
+        // chasquid reads DKIM keys only at start-up; we also reload them
+        // here (COMPAT.md §22.2), keeping the old ones if one fails.
+        do {
+            try dkimKeys.reload(domains: domains.snapshot)
+        } catch {
+            logger.info("Error reloading DKIM keys (keeping the previous ones): \(error)")
         }
         // chasquid exits on a broken domaininfo file; like users and
         // aliases, we keep the levels we have (docs/compatibility.md).

@@ -5,7 +5,16 @@ import Foundation
 #endif
 
 /// A `DKIM-Signature` field's value (RFC 6376 §3.5), checked as §6.1.1
-/// asks. Error texts are chasquid's, as they end up in
+/// asks:
+///
+///     sig-v-tag = %x76 [FWS] "=" [FWS] 1*DIGIT            ; "1"
+///     sig-a-tag = %x61 [FWS] "=" [FWS] sig-a-tag-k "-" sig-a-tag-h
+///     sig-c-tag = %x63 [FWS] "=" [FWS] sig-c-tag-alg ["/" sig-c-tag-alg]
+///     sig-d-tag = %x64 [FWS] "=" [FWS] domain-name
+///     sig-h-tag = %x68 [FWS] "=" [FWS] hdr-name *([FWS] ":" [FWS] hdr-name)
+///     sig-l-tag = %x6c [FWS] "=" [FWS] 1*76DIGIT
+///     sig-s-tag = %x73 [FWS] "=" [FWS] selector
+///     sig-t-tag / sig-x-tag = ... 1*12DIGIT Error texts are chasquid's, as they end up in
 /// `Authentication-Results: ... reason="..."`.
 public struct DKIMSignatureHeader: Sendable, Equatable {
     public enum Algorithm: String, Sendable {

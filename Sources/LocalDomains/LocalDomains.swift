@@ -1,5 +1,4 @@
 import Aliases
-import DKIM
 import DurableFiles
 import Foundation
 import Normalization
@@ -14,8 +13,6 @@ public struct LocalDomain: Sendable {
     public var directory: String
     public var users: UserDatabase
     public var aliases: [String: [Recipient]]
-    /// The `dkim:<selector>.pem` keys, by file name; each one signs.
-    public var dkimKeys: [DKIMKey] = []
 }
 
 /// Every local domain, read together: a reader always sees one consistent
@@ -63,7 +60,6 @@ public enum LocalDomainsError: Error, CustomStringConvertible, Sendable, Equatab
     case users(UserDatabaseError)
     case aliases(AliasesFileError)
     case unreadableAliases(path: String, reason: String)
-    case dkimKey(String)
 
     public var description: String {
         switch self {
@@ -75,7 +71,6 @@ public enum LocalDomainsError: Error, CustomStringConvertible, Sendable, Equatab
         case .users(let e): "users file error: \(e)"
         case .aliases(let e): "aliases file error: \(e)"
         case .unreadableAliases(_, let reason): "aliases file error: \(reason)"
-        case .dkimKey(let reason): "DKIM key error: \(reason)"
         }
     }
 }
@@ -131,14 +126,7 @@ public enum DomainLoader {
                 throw .aliases(error)
             }
         }
-        var keys: [DKIMKey] = []
-        for loaded in DKIMKey.load(directory: directory) {
-            switch loaded {
-            case .success(let key): keys.append(key)
-            case .failure(let error): throw .dkimKey(error.description)
-            }
-        }
-        return LocalDomain(name: name, directory: directory, users: users, aliases: aliases, dkimKeys: keys)
+        return LocalDomain(name: name, directory: directory, users: users, aliases: aliases)
     }
 }
 

@@ -114,6 +114,7 @@ public final class STSPolicyCache: Sendable {
         onEvent(.refreshCycles)
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
         for name in names where name.hasPrefix(Self.filePrefix) {
+            if Task.isCancelled { return }
             let domain = String(name.dropFirst(Self.filePrefix.count))
             onEvent(.refreshes)
             guard let policy = await fetchChecked(domain, timeout: timeout) else {

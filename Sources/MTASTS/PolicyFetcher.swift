@@ -20,8 +20,9 @@ public struct STSPolicyFetcher: Sendable {
     public var port: Int
     public var group: any EventLoopGroup
 
-    /// Policies are small; RFC 8461 §3.3 suggests refusing more than 64 KiB.
-    public static let maximumBodyBytes = 64 * 1024
+    /// chasquid reads at most 10 KiB of a policy and ignores the rest
+    /// (COMPAT.md §13); real policies are a few hundred bytes.
+    public static let maximumBodyBytes = 10 * 1024
 
     public init(
         dns: any DNSLookup, tlsContext: NIOSSLContext, port: Int = 443,
@@ -189,9 +190,10 @@ final class ResponseCollector: ChannelInboundHandler {
         case .head(let head):
             self.head = head
         case .body(let bytes):
-            body.append(contentsOf: bytes.readableBytesView)
-            if body.count > limit {
-                finish(.failure(STSPolicyFetcher.Failure("policy larger than \(limit) bytes")))
+            body.append(contentsOf: bytes.readableBytesView.prefix(limit - body.count))
+            if body.count >= limit, let head {
+                // Enough: what follows is not read (chasquid's LimitReader).
+                finish(.success((head, body)))
                 context.close(promise: nil)
             }
         case .end:

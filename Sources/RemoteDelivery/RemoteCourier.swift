@@ -122,12 +122,14 @@ public struct RemoteCourier: BatchCourier {
         let enforce = policy?.mode == .enforce
         var results = [DeliveryResult?](repeating: nil, count: recipients.count)
         var lastErrors = [String](repeating: "no servers to try", count: recipients.count)
+        var tried = [Bool](repeating: false, count: recipients.count)
         for host in hosts {
             let pending = recipients.indices.filter { results[$0] == nil }
             if pending.isEmpty { break }
             if let policy, !policy.allows(mx: host) {
                 Trace.current?.log("\(goQuoted(host)) skipped as per MTA-STS policy")
-                for index in pending { lastErrors[index] = "\(host) skipped as per MTA-STS policy" }
+                // A skip never hides why an earlier server failed.
+                for index in pending where !tried[index] { lastErrors[index] = "\(host) skipped as per MTA-STS policy" }
                 continue
             }
             if policy?.mode == .testing, let policy, !policy.mxPatterns.contains(where: { STSPolicy.matches(host, pattern: $0) }) {
@@ -143,7 +145,9 @@ public struct RemoteCourier: BatchCourier {
                 for (index, result) in zip(chunk, await attempt.run()) {
                     switch result {
                     case .sent, .permanent: results[index] = result
-                    case .temporary(let reason): lastErrors[index] = reason
+                    case .temporary(let reason):
+                        lastErrors[index] = reason
+                        tried[index] = true
                     }
                 }
             }

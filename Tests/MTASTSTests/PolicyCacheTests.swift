@@ -73,3 +73,17 @@ final class Events: Sendable {
         #expect(throws: (any Error).self) { try STSPolicyCache(directory: path, fetcher: fetcher) }
     }
 }
+
+@Suite struct STSPolicyRefreshTests {
+    @Test func aFailedRefreshKeepsTheCachedPolicy() async throws {
+        let events = Events()
+        let (cache, directory) = try STSPolicyCacheTests.cache(events: events)
+        cache.store("example.com", STSPolicyCacheTests.policy)
+        let before = try FileManager.default.attributesOfItem(atPath: directory + "/pol:example.com")[.modificationDate] as? Date
+        await cache.refresh(timeout: .seconds(1))
+        #expect(events.all == [.refreshCycles, .refreshes, .refreshErrors])
+        let after = try FileManager.default.attributesOfItem(atPath: directory + "/pol:example.com")[.modificationDate] as? Date
+        #expect(before == after)
+        #expect(cache.load("example.com") == STSPolicyCacheTests.policy)
+    }
+}

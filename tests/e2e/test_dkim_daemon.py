@@ -164,8 +164,9 @@ def test_authenticated_mail_is_signed_with_every_key(srv, ns):
     got = to_crlf(delivered(srv, subject))
     names = field_names(got)
     # §12.3: hook output, Received, the signatures (last key's on top), the message.
-    assert names[:4] == ["X-Hooked", "Received", "DKIM-Signature", "DKIM-Signature"], names
-    assert "Authentication-Results" not in names
+    assert names == ["X-Hooked", "Received", "DKIM-Signature", "DKIM-Signature"] + field_names(original), names
+    # Below the added headers, the message exactly as sent.
+    assert got.endswith(original)
     signatures = [dkim.DKIM(got) for _ in range(2)]
     assert signatures[0].verify(idx=0, dnsfunc=dns_txt(ns)), "rs signature (on top)"
     assert signatures[1].verify(idx=1, dnsfunc=dns_txt(ns)), "ed signature"
@@ -211,7 +212,9 @@ def test_incoming_signatures_are_verified(srv, keys, selector, private_index, ca
     assert lines[0] == S.HOSTNAME
     assert lines[1] == "\t;spf=pass (matched ip)"
     assert re.fullmatch(r"\t;dkim=pass  header\.b=\S{12}  header\.d=signer\.test", lines[2]), lines
-    assert field_names(got)[:4] == ["X-Hooked", "Authentication-Results", "Received-SPF", "Received"]
+    assert field_names(got) == (["X-Hooked", "Authentication-Results", "Received-SPF", "Received"]
+                                + field_names(signature + original))
+    assert to_crlf(got).endswith(signature + original)
 
 
 def test_a_modified_message_fails_and_is_still_delivered(srv, keys):

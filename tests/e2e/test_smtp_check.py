@@ -360,10 +360,12 @@ def test_sts_policy_host_that_never_answers(check, dns, policy_host):
         silent.close()
 
 
-def test_sts_policy_too_large(check, policy_host):
-    policy_host.serve(POLICY + "# " + "x" * (70 * 1024) + "\n")
+def test_sts_policy_past_10_kib_is_ignored(check, policy_host):
+    # chasquid reads 10 KiB and ignores the rest: a line beyond is not seen.
+    policy_host.serve(POLICY.replace("mx: mx.good.test\n", "") + "# " + "x" * (11 * 1024) + "\nmx: mx.good.test\n")
     r = check()
-    assert r.section("STS policy") == ["Not available (policy larger than 65536 bytes)"]
+    assert r.status == 1
+    assert "Invalid: invalid mx" in r.lines
 
 
 def test_sts_invalid_policy_is_fatal(check, policy_host):
