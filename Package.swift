@@ -327,7 +327,7 @@ let package = Package(
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings),
-        .testTarget(name: "SMTPClientTests", dependencies: ["SMTPClient"], swiftSettings: strictSettings),
+        .testTarget(name: "SMTPClientTests", dependencies: ["SMTPClient", "SMTPCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "SetupCheckTests",
             dependencies: ["SetupCheck", "DNS", .product(name: "NIOSSL", package: "swift-nio-ssl")],

@@ -59,6 +59,7 @@ public struct Session: Sendable {
     /// The clock for the `Received:` date.
     private let now: @Sendable () -> Date
     private var tlsVersion: String?
+    private var tlsCipherSuite: String?
     private var framer = LineFramer()
     private var errors = 0
     private var shuttingDown = false
@@ -142,7 +143,7 @@ public struct Session: Sendable {
 
     /// The TLS handshake completed. The SNI name, if any, becomes the name
     /// we answer as; after STARTTLS the client must say EHLO again (RFC 3207 §4.2).
-    public mutating func tlsEstablished(serverName: String?, version: String?) -> [SessionAction] {
+    public mutating func tlsEstablished(serverName: String?, version: String?, cipherSuite: String? = nil) -> [SessionAction] {
         let implicit: Bool
         switch state {
         case .awaitingTLS: implicit = true
@@ -153,6 +154,7 @@ public struct Session: Sendable {
         if let serverName, !serverName.isEmpty { info.serverName = serverName }
         info.ehloDomain = nil
         tlsVersion = version
+        tlsCipherSuite = cipherSuite
         framer.discardPending()
         state = .ready
         if implicit { sendUncounted(greeting) }
@@ -316,8 +318,8 @@ public struct Session: Sendable {
         let trace = TraceBlock(
             serverName: info.serverName, spf: envelope.spf,
             received: TraceHeaders.received(
-                session: info, remoteIP: info.remoteIP ?? "", tlsVersion: tlsVersion, envelopeFrom: envelope.from,
-                date: now()))
+                session: info, remoteIP: info.remoteIP ?? "", tlsVersion: tlsVersion, tlsCipherSuite: tlsCipherSuite,
+                envelopeFrom: envelope.from, date: now()))
         envelope.trace = trace
         actions.append(.openSpool(headers: Array(trace.text.utf8)))
         state = .data(DataTransfer(envelope: envelope, decoder: DataDecoder(maxSize: maxDataSize)))

@@ -7,7 +7,8 @@ import Normalization
 /// stays private; authenticated clients' IPs are hidden.
 public enum TraceHeaders {
     public static func received(
-        session: SessionInfo, remoteIP: String, tlsVersion: String?, envelopeFrom: String, date: Date = Date()
+        session: SessionInfo, remoteIP: String, tlsVersion: String?, tlsCipherSuite: String? = nil,
+        envelopeFrom: String, date: Date = Date()
     ) -> String {
         var from = "from \(session.ehloDomain ?? "unknown")"
         if !session.isAuthenticated {
@@ -18,6 +19,8 @@ public enum TraceHeaders {
         if session.onTLS { with += "S" }
         if session.isAuthenticated { with += "A" }
         var lines = ["Received: \(from)", "by \(session.serverName) (chasquid) with \(with)"]
+        // RFC 8314 §4.3: the suite, on its own line (chasquid's form).
+        if session.onTLS, let tlsCipherSuite { lines.append("tls \(tlsCipherSuite)") }
         let security = session.onTLS ? (tlsVersion ?? "TLS") : "plain text!"
         lines.append("(over \(session.mode.rawValue), \(security), envelope from \(goQuoted(envelopeFrom)))")
         lines.append("; \(rfc1123Date(date))")

@@ -126,7 +126,8 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
             case .tlsEstablished(let details):
                 state.handshakeDue = false
                 observer.tlsEstablished(details)
-                actions = state.session.tlsEstablished(serverName: details.serverName, version: details.version)
+                actions = state.session.tlsEstablished(
+                    serverName: details.serverName, version: details.version, cipherSuite: details.cipherSuite)
             case .timedOut:
                 actions = state.session.timedOut(idle: state.lastReply.duration(to: clock.now))
             }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOSSL
 import NIOTLS
+import SMTPCore
 
 /// What the connection's async loop reads.
 public enum SMTPInbound: Sendable {
@@ -23,7 +24,28 @@ public enum SMTPOutbound: Sendable {
 public struct TLSDetails: Sendable, Equatable {
     public var serverName: String?
     public var version: String
+    /// The IANA name of the negotiated suite, when the ServerHello showed it.
+    public var cipherSuite: String? = nil
 }
+
+/// Sits next to the socket, before the TLS handler, and reads the suite
+/// from the ServerHello the server sends (NIOSSL does not expose it), for
+/// the `tls <suite>` line of Received: (COMPAT.md §12.3).
+final class ServerHelloWatcher: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var parser = ServerHelloParser()
+    var cipherSuite: UInt16? { parser.cipherSuite }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if !parser.finished { parser.feed(unwrapOutboundIn(data).readableBytesView) }
+        context.write(data, promise: promise)
+    }
+}
+
+@available(*, unavailable)
+extension ServerHelloWatcher: Sendable {}
 
 /// Sits between the socket (or TLS) and the connection's async loop: wraps
 /// bytes, performs the STARTTLS switch, reports handshakes and timeouts.
@@ -49,7 +71,10 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event {
             let version = (try? context.pipeline.syncOperations.nioSSL_tlsVersion()).flatMap { $0 }
-            let details = TLSDetails(serverName: serverName, version: Self.versionName(version))
+            let suite = (try? context.pipeline.syncOperations.handler(type: ServerHelloWatcher.self))?.cipherSuite
+            let details = TLSDetails(
+                serverName: serverName, version: Self.versionName(version),
+                cipherSuite: suite.map(TLSParameters.cipherSuiteName))
             context.fireChannelRead(wrapInboundOut(.tlsEstablished(details)))
             // NIOAsyncChannel hands reads over on read-complete; no socket
             // read follows a handshake by itself.
@@ -108,6 +133,8 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             })
         try pipeline.syncOperations.addHandler(sni, name: sniName, position: .first)
+        // Nearer the socket than the TLS handler (added after the SNI one).
+        try pipeline.syncOperations.addHandler(ServerHelloWatcher(), position: .first)
     }
 
     static func versionName(_ version: TLSVersion?) -> String {

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import SMTPClient
+import SMTPCore
 
 @Suite struct ServerHelloParserTests {
     /// A ServerHello record: handshake type 2, a 32-byte random, a session

@@ -696,6 +696,22 @@ import Testing
         #expect(h.session.info.serverName == "mx.example.org")
     }
 
+    @Test func receivedNamesTheSuiteOnItsOwnLine() {
+        var s = Session(mode: .submissionTLS, hostname: "mx.example.org", maxDataSize: 1)
+        _ = s.start(implicitTLS: true)
+        _ = s.tlsEstablished(serverName: nil, version: "TLS-1.3", cipherSuite: "TLS_AES_128_GCM_SHA256")
+        let received = TraceHeaders.received(
+            session: s.info, remoteIP: "192.0.2.1", tlsVersion: "TLS-1.3", tlsCipherSuite: "TLS_AES_128_GCM_SHA256",
+            envelopeFrom: "a@b")
+        let lines = received.split(separator: "\n").map(String.init)
+        #expect(lines[1] == "\tby mx.example.org (chasquid) with SMTPS")
+        #expect(lines[2] == "\ttls TLS_AES_128_GCM_SHA256")
+        #expect(lines[3].hasPrefix("\t(over submission+TLS, TLS-1.3, "))
+        // Plain text: no tls line, whatever is passed.
+        let plain = Session(mode: .smtp, hostname: "mx.example.org", maxDataSize: 1)
+        #expect(!TraceHeaders.received(session: plain.info, remoteIP: "192.0.2.1", tlsVersion: nil, tlsCipherSuite: "X", envelopeFrom: "a").contains("\ttls "))
+    }
+
     @Test func implicitTLSGreetingUsesSNI() {
         var s = Session(mode: .submissionTLS, hostname: "mx.example.org", maxDataSize: 1)
         #expect(s.start(implicitTLS: true).isEmpty, "no greeting before the handshake")

@@ -239,8 +239,8 @@ def test_msmtp_submission_local(srv, tmp_path):
     # SNI, which then names the server in "by", as Go's TLS stack would.)
     assert r.split("\n")[0].strip() == "from client.test", r
     assert "with ESMTPSA" in r, r
-    # No "tls <cipher suite>" line: swift-nio-ssl does not expose the
-    # negotiated suite (docs/compatibility.md).
+    # COMPAT §12.3: the suite on its own line, read from our ServerHello.
+    assert re.search(r"\n\ttls TLS_(AES_128_GCM_SHA256|AES_256_GCM_SHA384|CHACHA20_POLY1305_SHA256|ECDHE_\w+)\n", r), r
     assert re.search(r"over submission, TLS-1\.[23]", r), r
 
 
