@@ -323,7 +323,7 @@ let package = Package(
         .testTarget(
             name: "DKIMTests",
             dependencies: [
-                "DKIM", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+                "DKIM", "Normalization", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings),
@@ -338,7 +338,7 @@ let package = Package(
             name: "ChasquidServerTests",
             dependencies: [
                 "ChasquidServer", "ChasquidConfig", "SMTPServer", "SMTPClient", "SMTPCore", "ChildProcess", "SPF",
-                "DKIM", "DurableFiles", "Instrumentation", "TestSupport",
+                "DKIM", "DurableFiles", "Instrumentation", "Normalization", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -4,6 +4,7 @@ import DKIM
 import DNS
 import Foundation
 import GoCompat
+import Normalization
 
 #if canImport(Glibc)
 import Glibc
@@ -131,7 +132,7 @@ extension AdminTool {
     }
 
     func dkimSign() throws(Failure) {
-        let message = Self.toCRLF(console.readInput())
+        let message = CRLFConverter.convert(console.readInput())
         let domain: String
         if let given = arguments.positional(1) { domain = given } else { domain = try Self.fromDomain(message) }
         let selector = try selector(arguments.positional(2), domain: domain)
@@ -147,7 +148,7 @@ extension AdminTool {
     }
 
     func dkimVerify() throws(Failure) {
-        let message = Self.toCRLF(console.readInput())
+        let message = CRLFConverter.convert(console.readInput())
         let lookup: @Sendable (String) async -> DKIMKeyLookupResult
         if let txt = arguments.options["--txt"] {
             lookup = { _ in .records([txt]) }
@@ -188,17 +189,6 @@ extension AdminTool {
         }
         guard let at = text.lastIndex(of: "@") else { throw Failure("Error parsing From: header: mail: missing @ in addr-spec") }
         return text[text.index(after: at)...].trimmingCharacters(in: .whitespaces)
-    }
-
-    /// LF line ends to CRLF, CRLF kept.
-    static func toCRLF(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count + bytes.count / 32)
-        for (index, byte) in bytes.enumerated() {
-            if byte == 0x0A, index == 0 || bytes[index - 1] != 0x0D { out.append(0x0D) }
-            out.append(byte)
-        }
-        return out
     }
 }
 

@@ -1,5 +1,4 @@
 import DKIM
-import DNS
 import DurableFiles
 import Foundation
 import Instrumentation
@@ -168,22 +167,5 @@ struct DKIMStep: Sendable {
         }
         spool.discard()
         return replacement
-    }
-}
-
-/// LF to CRLF across chunks (the spool holds the internal LF form; DKIM
-/// works on CRLF); an existing CRLF stays as it is.
-struct CRLFConverter {
-    private var lastWasCR = false
-
-    mutating func convert(_ chunk: ArraySlice<UInt8>) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(chunk.count + chunk.count / 32)
-        for byte in chunk {
-            if byte == 0x0A && !lastWasCR { out.append(0x0D) }
-            out.append(byte)
-            lastWasCR = byte == 0x0D
-        }
-        return out
     }
 }

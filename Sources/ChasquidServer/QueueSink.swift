@@ -33,10 +33,9 @@ public struct QueueSink: MessageSink {
         if let dkim {
             do {
                 spool = try await dkim.run(envelope: envelope, authenticated: session.isAuthenticated, spool: spool)
-            } catch let failure as DKIMStep.SigningFailed {
+            } catch is DKIMStep.SigningFailed {
                 // Never send unsigned what should be signed; the client retries.
                 spool.discard()
-                _ = failure
                 return Reply(451, "4.3.0 DKIM signing failed")
             } catch {
                 spool.discard()

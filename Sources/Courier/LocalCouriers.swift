@@ -83,20 +83,8 @@ public struct PipeCourier: Courier {
     }
 }
 
-/// LF to CRLF, for programs that expect mail in its wire form. A CRLF
-/// already there (the Authentication-Results folds, COMPAT.md §12.3) stays
-/// one CRLF, as in chasquid's conversion.
-func toCRLF(_ data: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = []
-    out.reserveCapacity(data.count + data.count / 40)
-    var previous: UInt8 = 0
-    for byte in data {
-        if byte == UInt8(ascii: "\n") && previous != UInt8(ascii: "\r") { out.append(UInt8(ascii: "\r")) }
-        out.append(byte)
-        previous = byte
-    }
-    return out
-}
+/// LF to CRLF, for programs that expect mail in its wire form.
+func toCRLF(_ data: [UInt8]) -> [UInt8] { CRLFConverter.convert(data) }
 
 /// Where a program named without a `/` is found in `$PATH`, as Go's
 /// `exec.Command` does (chasquid's default MDA is plain `maildrop`, and pipe

@@ -83,8 +83,7 @@ public struct DKIMKeyRecord: Sendable, Equatable {
         }
         keyType = (list["k"] ?? "rsa").lowercased()
         guard let encoded = list["p"] else { throw DKIMTagList.Invalid(description: "no p= tag") }
-        // Per scalar: "\r\n" is one Character, and a lone CR or LF is FWS too.
-        let base64 = String(String.UnicodeScalarView(encoded.unicodeScalars.filter { !" \t\r\n".unicodeScalars.contains($0) }))
+        let base64 = DKIMSignatureHeader.withoutFWS(encoded)
         guard let data = Data(base64Encoded: base64) else {
             throw DKIMTagList.Invalid(description: "p= is not base64")
         }

@@ -49,6 +49,8 @@ public struct DKIMSignatureHeader: Sendable, Equatable {
         init(_ description: String) { self.description = description }
     }
 
+    /// Without any SP, HTAB, CR or LF, per scalar ("\r\n" is one Character,
+    /// and a lone CR or LF counts too).
     static func withoutFWS(_ text: String) -> String {
         String(String.UnicodeScalarView(text.unicodeScalars.filter { !" \t\r\n".unicodeScalars.contains($0) }))
     }

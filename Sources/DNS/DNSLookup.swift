@@ -110,6 +110,17 @@ extension DNSLookup {
         }
     }
 
+    /// A then AAAA addresses of `name`, and the errors of the lookups that
+    /// failed (both, when there are no addresses at all).
+    public func allAddresses(_ name: String) async -> (addresses: [IPAddress], errors: [DNSError]) {
+        var addresses: [IPAddress] = []
+        var errors: [DNSError] = []
+        for ipv6 in [false, true] {
+            do { addresses += try await self.addresses(name, ipv6: ipv6) } catch { errors.append(error) }
+        }
+        return (addresses, errors)
+    }
+
     /// MX records in the order received (callers sort by preference).
     public func mx(_ name: String) async throws(DNSError) -> [(preference: UInt16, exchange: String)] {
         try await lookup(name, .mx).compactMap {

@@ -79,8 +79,12 @@ public struct STSPolicy: Sendable, Equatable {
     /// Whether mail may go to `host` under this policy: always in `testing`
     /// and `none` (chasquid's rule), else when a pattern matches.
     public func allows(mx host: String) -> Bool {
-        guard mode == .enforce else { return true }
-        return mxPatterns.contains { Self.matches(host, pattern: $0) }
+        mode != .enforce || lists(host)
+    }
+
+    /// Whether one of the `mx` patterns matches `host`, whatever the mode.
+    public func lists(_ host: String) -> Bool {
+        mxPatterns.contains { Self.matches(host, pattern: $0) }
     }
 
     /// RFC 8461 §4.1: a literal name, or `*.` matching exactly one leftmost

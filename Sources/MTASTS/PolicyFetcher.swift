@@ -80,13 +80,9 @@ public struct STSPolicyFetcher: Sendable {
     /// One HTTPS GET, trying the host's addresses in turn (IPv4 first)
     /// until one connects.
     func get(host: String, path: String, deadline: Deadline) async throws -> [UInt8] {
-        var addresses: [IPAddress] = []
-        var lookupError: DNSError?
-        for ipv6 in [false, true] {
-            do { addresses += try await dns.addresses(host, ipv6: ipv6) } catch { lookupError = error }
-        }
+        let (addresses, errors) = await dns.allAddresses(host)
         guard !addresses.isEmpty else {
-            throw Failure("looking up \(host): \(lookupError.map { "\($0)" } ?? "no addresses")")
+            throw Failure("looking up \(host): \(errors.last.map { "\($0)" } ?? "no addresses")")
         }
         var lastError: any Error = Failure("no address of \(host) answered")
         for ip in addresses {

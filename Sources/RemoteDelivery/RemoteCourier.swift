@@ -132,7 +132,7 @@ public struct RemoteCourier: BatchCourier {
                 for index in pending where !tried[index] { lastErrors[index] = "\(host) skipped as per MTA-STS policy" }
                 continue
             }
-            if policy?.mode == .testing, let policy, !policy.mxPatterns.contains(where: { STSPolicy.matches(host, pattern: $0) }) {
+            if let policy, policy.mode == .testing, !policy.lists(host) {
                 Trace.current?.log("\(goQuoted(host)) not in the MTA-STS policy (testing mode: tried anyway)")
             }
             // RFC 5321 §4.5.3.1.8: servers need take no more than 100

@@ -77,6 +77,8 @@ enum Zone {
 
     static func ptr(_ name: String, _ target: String) -> String { "\(name). IN PTR \(target)." }
 
+    static func mx(_ domain: String) -> String { "\(domain). IN MX 10 <your mail server's name>." }
+
     static func address(_ name: String, _ ip: String, ipv6: Bool) -> String {
         "\(name). IN \(ipv6 ? "AAAA" : "A") \(ip)"
     }

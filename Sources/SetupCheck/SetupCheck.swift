@@ -156,13 +156,9 @@ public struct SetupCheck: Sendable {
             return
         }
 
-        var ips: [IPAddress] = []
-        var lookupErrors: [String] = []
-        for ipv6 in [false, true] {
-            do { ips += try await dns.addresses(host, ipv6: ipv6) } catch { lookupErrors.append("\(error)") }
-        }
+        let (ips, lookupErrors) = await dns.allAddresses(host)
         if ips.isEmpty {
-            let why = lookupErrors.first ?? "no addresses"
+            let why = lookupErrors.first.map { "\($0)" } ?? "no addresses"
             log("Address lookup: \(why)")
             report.failures.append(Problem("\(shown): no address (\(why))", fixes: [Zone.address(host, "<its IPv4 address>", ipv6: false)]))
             log("")
@@ -554,10 +550,6 @@ public struct SetupCheck: Sendable {
             for fix in problem.fixes where printed.insert(fix).inserted { log("    fix: \(fix)") }
         }
     }
-}
-
-extension Zone {
-    static func mx(_ domain: String) -> String { "\(domain). IN MX 10 <your mail server's name>." }
 }
 
 /// The chain a lenient handshake saw, handed from the TLS callback.

@@ -4,7 +4,6 @@
 //   smtp-check [-port=smtp] [-localname=localhost] [-skip_tls_check] <domain>
 
 import DNS
-import Foundation
 import GoFlags
 import NIOSSL
 import RemoteDelivery
@@ -96,10 +95,7 @@ options.stsPort = flags.int("testing__sts_port")
 let verifyingContext: NIOSSLContext
 let lenientContext: NIOSSLContext
 do {
-    var verifying = TLSConfiguration.makeClientConfiguration()
-    verifying.certificateVerification = .fullVerification
-    verifying.trustRoots = TrustStore.roots(environment: ProcessInfo.processInfo.environment)
-    verifyingContext = try NIOSSLContext(configuration: verifying)
+    verifyingContext = try RemoteCourier.makeVerifyingContext()
     var lenient = TLSConfiguration.makeClientConfiguration()
     lenient.certificateVerification = .none
     lenientContext = try NIOSSLContext(configuration: lenient)

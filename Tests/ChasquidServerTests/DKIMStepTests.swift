@@ -1,6 +1,7 @@
 import DKIM
 import DurableFiles
 import Instrumentation
+import Normalization
 import SMTPCore
 import TestSupport
 import Testing

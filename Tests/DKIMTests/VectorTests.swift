@@ -1,6 +1,7 @@
 import Crypto
 import CryptoExtras
 import Foundation
+import Normalization
 import Testing
 
 @testable import DKIM
@@ -17,14 +18,7 @@ func fixture(_ path: String) -> [UInt8]? {
 }
 
 /// Bare LF to CRLF, existing CRLF kept (as chasquid's tests do).
-func toCRLF(_ bytes: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = []
-    for (index, byte) in bytes.enumerated() {
-        if byte == 0x0A, index == 0 || bytes[index - 1] != 0x0D { out.append(0x0D) }
-        out.append(byte)
-    }
-    return out
-}
+func toCRLF(_ bytes: [UInt8]) -> [UInt8] { CRLFConverter.convert(bytes) }
 
 /// A `.dns` file of chasquid's cases: `name: value` lines, `\`-newline
 /// continuations, TEMPERROR / PERMERROR / NOTFOUND.
