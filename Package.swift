@@ -201,7 +201,7 @@ let package = Package(
         .target(
             name: "ChasquidServer",
             dependencies: [
-                "Aliases", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DovecotAuth",
+                "Aliases", "CSystemShims", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DovecotAuth",
                 "DurableFiles",
                 "GoCompat", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
@@ -275,7 +275,7 @@ let package = Package(
         .testTarget(name: "GoCompatTests", dependencies: ["GoCompat"], swiftSettings: strictSettings),
         .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
-        .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA"], swiftSettings: strictSettings),
+        .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "ChasquidConfigTests", dependencies: ["ChasquidConfig"], swiftSettings: strictSettings),
         .testTarget(

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <unistd.h>
@@ -13,4 +14,8 @@ int csystem_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path
 
 int csystem_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
+int csystem_limit_malloc_arenas(int arenas) {
+    return mallopt(M_ARENA_MAX, arenas);
 }

@@ -76,7 +76,9 @@ struct DKIMStep: Sendable {
         var verification: DKIMVerifier.Verification?
         let result: DKIMVerifier.Result?
         do {
-            _ = try read(spool: spool, offset: offset) { chunk in verification?.feedBody(chunk) } onHeader: { fields in
+            _ = try read(spool: spool, offset: offset, needsBody: { verification?.needsBody ?? true }) { chunk in
+                verification?.feedBody(chunk)
+            } onHeader: { fields in
                 verification = verifier.prepare(fields: fields)
             }
             result = await verification?.finish()
@@ -98,6 +100,9 @@ struct DKIMStep: Sendable {
 
     // MARK: - Reading and rewriting
 
+    /// Ends a read once the header is all that is needed.
+    private struct HeaderRead: Error {}
+
     struct HeaderTooLarge: Error, CustomStringConvertible {
         var description: String { "header block larger than \(DKIMStep.maximumHeaderBytes) bytes" }
     }
@@ -105,9 +110,11 @@ struct DKIMStep: Sendable {
     /// Reads the message after `offset` in CRLF form: the header block is
     /// parsed (and given to `onHeader`) as soon as it is whole, the body
     /// goes to `body` in chunks.
+    /// `needsBody` is asked once the header is parsed: false stops the read
+    /// there (a message with no signature to verify is not hashed).
     @discardableResult
     func read(
-        spool: SpoolFile, offset: Int, body: (ArraySlice<UInt8>) -> Void,
+        spool: SpoolFile, offset: Int, needsBody: () -> Bool = { true }, body: (ArraySlice<UInt8>) -> Void,
         onHeader: (DKIMMessage) -> Void = { _ in }
     ) throws -> DKIMMessage {
         var converter = CRLFConverter()
@@ -126,13 +133,18 @@ struct DKIMStep: Sendable {
                 let parsed = try DKIMMessage(crlf: Array(header[..<end]))
                 fields = parsed
                 onHeader(parsed)
+                guard needsBody() else { throw HeaderRead() }
                 if end < header.count { body(header[end...]) }
                 header = []
             } else if header.count > Self.maximumHeaderBytes {
                 throw HeaderTooLarge()
             }
         }
-        try spool.read(from: offset, chunkSize: chunkSize) { chunk in try take(converter.convert(chunk)) }
+        do {
+            try spool.read(from: offset, chunkSize: chunkSize) { chunk in try take(converter.convert(chunk)) }
+        } catch is HeaderRead {
+            return fields!
+        }
         if fields == nil {
             // Headers only: the whole message is the header block.
             let parsed = try DKIMMessage(crlf: header)
@@ -155,8 +167,10 @@ struct DKIMStep: Sendable {
         return nil
     }
 
-    /// A new spool: `header`, then the message after `offset`, copied.
+    /// `header`, then the message after `offset`: in place while the spool
+    /// is still in memory, else a new spool with the message copied.
     func rewrite(spool: SpoolFile, offset: Int, header: String) throws -> SpoolFile {
+        if spool.replacePrefix(offset, with: header.utf8) { return spool }
         let replacement = try newSpool()
         do {
             try replacement.append(Array(header.utf8))

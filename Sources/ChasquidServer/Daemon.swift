@@ -1,4 +1,5 @@
 import Aliases
+import CSystemShims
 import ChasquidConfig
 import ChasquidProto
 import Courier
@@ -380,6 +381,21 @@ public final class Daemon: Sendable {
             }
         }
         return listeners
+    }
+
+    /// Makes the event loops Swift concurrency's global executor, so a
+    /// connection's task runs on the thread that reads its socket instead
+    /// of hopping to the cooperative pool and back on every read and write
+    /// (two thread switches per reply; docs/benchmarks.md). Blocking calls
+    /// never run on it: they go to `BlockingWork`'s pools. Call once, first
+    /// thing in `main`, before any task exists.
+    public static func runTasksOnEventLoops() {
+        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        // glibc gives each thread that allocates its own arena, up to 8 per
+        // core, each keeping its freed memory: with the blocking pools'
+        // threads that was most of the peak RSS, and each new arena read
+        // /sys for the CPU count. Two arenas serve two event loops.
+        _ = csystem_limit_malloc_arenas(2)
     }
 
     /// Binds every listener, then serves until `shutdown` has drained them.

@@ -90,8 +90,12 @@ func toCRLF(_ data: [UInt8]) -> [UInt8] { CRLFConverter.convert(data) }
 /// `exec.Command` does (chasquid's default MDA is plain `maildrop`, and pipe
 /// aliases often name a bare command). Names with a `/`, and names not found,
 /// are returned as they are.
-func lookPath(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String {
+/// `$PATH` is read only for a bare name, and with getenv: building
+/// ProcessInfo's whole environment on every delivery cost more than the rest
+/// of the MDA's setup.
+func lookPath(_ name: String, path: String? = nil) -> String {
     guard !name.isEmpty, !name.contains("/") else { return name }
+    let path = path ?? getenv("PATH").map { String(cString: $0) }
     for directory in (path ?? "").split(separator: ":", omittingEmptySubsequences: false) {
         // An empty entry means the current directory, as in Go.
         let candidate = (directory.isEmpty ? "." : String(directory)) + "/" + name

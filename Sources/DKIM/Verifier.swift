@@ -170,6 +170,10 @@ public struct DKIMVerifier: Sendable {
 
         public var found: Int { signatures.count }
 
+        /// Whether any signature needs the body hashed; with none (no
+        /// signature, or none that parsed) the body need not be read.
+        public var needsBody: Bool { !hashers.isEmpty }
+
         public mutating func feedBody(_ bytes: some Collection<UInt8>) {
             for key in hashers.keys { hashers[key]!.feed(bytes) }
         }

@@ -14,6 +14,8 @@ public final class SpoolFile: @unchecked Sendable {
     private var fd: Int32
     private var buffer: [UInt8] = []
     public private(set) var size = 0
+    /// Bytes already written to the file; the rest are in `buffer`.
+    private var written = 0
     /// Writes are gathered up to this many bytes.
     private static let bufferLimit = 256 * 1024
 
@@ -29,9 +31,26 @@ public final class SpoolFile: @unchecked Sendable {
     }
 
     public func append(_ bytes: some Collection<UInt8>) throws(FileError) {
-        buffer.append(contentsOf: bytes)
+        // Contiguous bytes are one copy; a generic append from another
+        // module ran unspecialised, a witness call per byte.
+        if let appended = bytes.withContiguousStorageIfAvailable({ buffer.append(contentsOf: $0) }) {
+            _ = appended
+        } else {
+            buffer.append(contentsOf: Array(bytes))
+        }
         size += bytes.count
         if buffer.count >= Self.bufferLimit { try flush() }
+    }
+
+    /// Replaces the first `length` bytes with `prefix` (the trace headers,
+    /// once DKIM has run) when they are still in memory, as they are for
+    /// any message smaller than the write buffer; false when they are
+    /// already in the file, and the caller must copy to a new spool.
+    public func replacePrefix(_ length: Int, with prefix: some Collection<UInt8>) -> Bool {
+        guard written == 0, length <= buffer.count else { return false }
+        buffer.replaceSubrange(0..<length, with: Array(prefix))
+        size += prefix.count - length
+        return true
     }
 
     private func flush() throws(FileError) {
@@ -44,11 +63,13 @@ public final class SpoolFile: @unchecked Sendable {
             }
             offset += n
         }
+        written += buffer.count
         buffer.removeAll(keepingCapacity: true)
     }
 
     /// Everything written so far (for a hook that needs the whole message).
     public func contents() throws(FileError) -> [UInt8] {
+        if written == 0 { return buffer }
         try flush()
         return try readFile(path)
     }
@@ -57,6 +78,16 @@ public final class SpoolFile: @unchecked Sendable {
     /// that must see the whole message without holding it: DKIM hashes,
     /// copies).
     public func read(from offset: Int = 0, chunkSize: Int = 256 * 1024, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
+        if written == 0 {
+            // Nothing in the file yet: read from memory, no write and read back.
+            var start = min(offset, buffer.count)
+            while start < buffer.count {
+                let end = min(start + chunkSize, buffer.count)
+                try body(buffer[start..<end])
+                start = end
+            }
+            return
+        }
         try flush()
         let reader = open(path, O_RDONLY | O_CLOEXEC)
         guard reader >= 0 else { throw FileError("open", path: path, errno: errno) }

@@ -4,10 +4,10 @@ public enum QueueID {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     public static func generate() -> String {
-        var bytes = [UInt8](repeating: 0, count: 8)
+        // One 64-bit draw (one getrandom call), not one per byte.
         var rng = SystemRandomNumberGenerator()
-        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
-        return encode(bytes)
+        let value = rng.next()
+        return encode((0..<8).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) })
     }
 
     static func encode(_ bytes: [UInt8]) -> String {

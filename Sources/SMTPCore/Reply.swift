@@ -10,6 +10,11 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     /// per scalar); a CR before the LF is dropped.
     public init(_ code: Int, _ text: String) {
         self.code = code
+        // Nearly every reply is one line with no CR: no split to make.
+        if !text.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
+            self.lines = [text]
+            return
+        }
         self.lines = text.split(scalar: "\n", omittingEmptySubsequences: false).map {
             String($0.unicodeScalars.last == "\r" ? $0.unicodeScalars.dropLast() : $0.unicodeScalars)
         }
@@ -29,12 +34,19 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     /// The wire form: `250-first`, …, `250 last`, each ending in CRLF. A CR
     /// or LF left inside a line (a hook's text, a remote server's) goes as a
     /// space, so no reply can end early or add a line of its own.
-    public var encoded: String {
-        var out = ""
+    public var encoded: String { String(decoding: encodedBytes, as: UTF8.self) }
+
+    /// The wire form as bytes, built over UTF-8 (a reply is written for
+    /// every command; building it scalar by scalar showed in profiles).
+    public var encodedBytes: [UInt8] {
+        let codeBytes = Array(String(code).utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(lines.reduce(0) { $0 + $1.utf8.count + 6 })
         for (index, line) in lines.enumerated() {
-            out += "\(code)\(index == lines.count - 1 ? " " : "-")"
-            out.unicodeScalars.append(contentsOf: line.unicodeScalars.lazy.map { $0 == "\r" || $0 == "\n" ? " " : $0 })
-            out += "\r\n"
+            out += codeBytes
+            out.append(index == lines.count - 1 ? 0x20 : 0x2D)
+            for byte in line.utf8 { out.append(byte == 0x0D || byte == 0x0A ? 0x20 : byte) }
+            out += [0x0D, 0x0A]
         }
         return out
     }

@@ -126,12 +126,15 @@ public struct Session: Sendable {
 
     /// Bytes from the client, in whatever pieces the network made of them.
     public mutating func received(_ bytes: some Collection<UInt8>, policy: some SessionPolicy) async -> [SessionAction] {
+        // One copy into an array, from contiguous storage when there is
+        // one (a generic copy runs unspecialised, a call per byte).
+        let bytes = bytes.withContiguousStorageIfAvailable { Array($0) } ?? Array(bytes)
         switch state {
         case .ready, .mail, .rcpt, .auth:
             framer.append(bytes)
             await handleBufferedLines(policy: policy)
         case .data:
-            await feedData(Array(bytes), policy: policy)
+            await feedData(bytes, policy: policy)
         case .awaitingTLS, .tlsHandshaking:
             // Sent in plain text before TLS is up: never a command [SEC].
             break

@@ -47,8 +47,17 @@ public enum TraceHeaders {
         var value = serverName + "\r\n"
         if let spf { value += ";spf=\(spf.result) (\(spf.reason ?? "<nil>"))\r\n" }
         if let dkim { value += dkim + "\r\n" }
-        let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
-        return "Authentication-Results: " + trimmed.replacingOccurrences(of: "\n", with: "\n\t") + "\n"
+        // Trimmed as Go's strings.TrimSpace; no Foundation on this path
+        // (it runs for every message).
+        var scalars = value.unicodeScalars[...]
+        while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() }
+        var folded = "Authentication-Results: "
+        for scalar in scalars {
+            folded.unicodeScalars.append(scalar)
+            if scalar == "\n" { folded.unicodeScalars.append("\t") }
+        }
+        return folded + "\n"
     }
 }
 

@@ -149,7 +149,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                 state.lastReply = clock.now
             case .startTLS(let reply):
                 observer.sent(reply, counted: true)
-                try await outbound.write(.startTLS(ByteBuffer(string: reply.encoded)))
+                try await outbound.write(.startTLS(ByteBuffer(bytes: reply.encodedBytes)))
                 state.lastReply = clock.now
                 state.handshakeDue = true
             case .openSpool(let headers):
@@ -194,7 +194,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
     private func write(_ outbound: Outbound, _ replies: [Reply], counted: Bool) async throws {
         var buffer = ByteBuffer()
         for reply in replies {
-            buffer.writeString(reply.encoded)
+            buffer.writeBytes(reply.encodedBytes)
             observer.sent(reply, counted: counted)
         }
         try await outbound.write(.bytes(buffer))

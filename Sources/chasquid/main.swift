@@ -6,6 +6,8 @@ import GoFlags
 import Glibc
 #endif
 
+Daemon.runTasksOnEventLoops()
+
 func printError(_ text: String) {
     _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
 }

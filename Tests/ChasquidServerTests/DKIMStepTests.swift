@@ -48,6 +48,31 @@ import Testing
         }
     }
 
+    @Test func anUnsignedMessageGetsItsResultInPlace() async throws {
+        let directory = TempDir()
+        let step = Self.step(chunkSize: 4, directory: directory)
+        let trace = TraceBlock(serverName: "mx", spf: nil, received: "Received: from x\n")
+        let spool = try SpoolFile(creating: directory.path + "/unsigned")
+        try spool.append(Array(trace.text.utf8))
+        try spool.append(Array("From: a@b\n\nbody\n".utf8))
+        let verified = try await step.verify(trace: trace, offset: trace.text.utf8.count, spool: spool)
+        // A small spool is still in memory: its header is replaced there.
+        #expect(verified === spool)
+        #expect(
+            try verified.contents()
+                == Array("Authentication-Results: mx\r\n\t;dkim=none\nReceived: from x\nFrom: a@b\n\nbody\n".utf8))
+        verified.discard()
+    }
+
+    @Test func onlyASignatureNeedsTheBody() throws {
+        let verifier = DKIMVerifier { _ in .records([]) }
+        let unsigned = try DKIMMessage(crlf: Array("From: a@b\r\n\r\nbody\r\n".utf8))
+        #expect(!verifier.prepare(fields: unsigned).needsBody)
+        let signed = try DKIMMessage(
+            crlf: Array("DKIM-Signature: v=1; a=rsa-sha256; d=b; s=s; h=from; bh=AAAA; b=AAAA\r\nFrom: a@b\r\n\r\nbody\r\n".utf8))
+        #expect(verifier.prepare(fields: signed).needsBody)
+    }
+
     @Test func crlfConversionAcrossChunks() {
         var converter = CRLFConverter()
         let out = converter.convert(Array("a\n".utf8)[...]) + converter.convert(Array("\r".utf8)[...])

@@ -201,6 +201,11 @@ import Testing
     @Test func aReplyIsCutAtEveryLFScalarAndNeverCarriesACROrLFInsideALine() {
         #expect(Reply(554, "first\r\nsecond\nthird\r").lines == ["first", "second", "third"])
         #expect(Reply(554, lines: ["a\rb", "c\r\n250 forged"]).encoded == "554-a b\r\n554 c  250 forged\r\n")
+        // One line with a CR at its end still loses it (the one-line fast path).
+        #expect(Reply(554, "only\r").lines == ["only"])
+        #expect(Reply(250, "2.0.0 OK").lines == ["2.0.0 OK"])
+        // The wire bytes are the text's UTF-8 (SMTPUTF8 replies).
+        #expect(Reply(250, "Grüße").encodedBytes == Array("250 Grüße\r\n".utf8))
     }
 }
 

@@ -12,4 +12,7 @@ int csystem_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path
 /* Closes every descriptor >= from in the child (glibc >= 2.34). */
 int csystem_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 
+/* mallopt(M_ARENA_MAX, arenas): at most this many malloc arenas. */
+int csystem_limit_malloc_arenas(int arenas);
+
 #endif
