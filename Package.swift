@@ -167,7 +167,7 @@ let package = Package(
         // Delivering one message to one recipient: the protocol, its results, the MDA
         // and pipe couriers.
         .target(
-            name: "Courier", dependencies: ["ChildProcess", "GoCompat", "Normalization"],
+            name: "Courier", dependencies: ["ChildProcess", "DurableFiles", "GoCompat", "Normalization"],
             swiftSettings: strictSettings),
         // The durable queue, its delivery loops and DSNs.
         .target(
@@ -273,7 +273,7 @@ let package = Package(
         .testTarget(name: "BlockingWorkTests", dependencies: ["BlockingWork"], swiftSettings: strictSettings),
         .testTarget(name: "GoErrorsTests", dependencies: ["GoErrors"], swiftSettings: strictSettings),
         .testTarget(name: "GoCompatTests", dependencies: ["GoCompat"], swiftSettings: strictSettings),
-        .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles", "TestSupport"], swiftSettings: strictSettings),
+        .testTarget(name: "CourierTests", dependencies: ["Courier", "DurableFiles", "Normalization", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "MailLogTests", dependencies: ["MailLog"], swiftSettings: strictSettings),
         .testTarget(name: "NormalizationTests", dependencies: ["Normalization", "IDNA", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(name: "IDNATests", dependencies: ["IDNA", "TestSupport"], swiftSettings: strictSettings),

@@ -38,6 +38,15 @@ public enum ChildProcess {
     /// The threads that wait for a child (`BlockingWork`).
     public typealias Pool = BlockingWork.ProcessPool
 
+    /// What the child reads on stdin.
+    public enum Input: Sendable {
+        case bytes([UInt8])
+        /// Pieces from the closure until it returns nil, asked for on the
+        /// waiting thread as the child reads (the closure may block on a
+        /// file). An empty piece is skipped.
+        case pieces(@Sendable () -> [UInt8]?)
+    }
+
     /// Runs `path` and waits for it, without blocking a Swift concurrency
     /// thread (a thread of `pool` waits).
     ///
@@ -53,6 +62,23 @@ public enum ChildProcess {
         environment: [String: String]? = nil,
         workingDirectory: String? = nil,
         input: [UInt8] = [],
+        mergeStderr: Bool = false,
+        pool: Pool = .session,
+        timeout: Duration
+    ) async throws(Failure) -> Output {
+        try await run(
+            path, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
+            stdin: .bytes(input), mergeStderr: mergeStderr, pool: pool, timeout: timeout)
+    }
+
+    /// `run` with stdin given as pieces: a large input (a message for the
+    /// MDA) is read as the child takes it, never held whole.
+    public static func run(
+        _ path: String,
+        arguments: [String] = [],
+        environment: [String: String]? = nil,
+        workingDirectory: String? = nil,
+        stdin input: Input,
         mergeStderr: Bool = false,
         pool: Pool = .session,
         timeout: Duration
@@ -84,7 +110,7 @@ public enum ChildProcess {
 
     static func runBlocking(
         _ path: String, arguments: [String], environment: [String: String]?, workingDirectory: String?,
-        input: [UInt8], mergeStderr: Bool, timeout: Duration
+        input: Input, mergeStderr: Bool, timeout: Duration
     ) throws(Failure) -> Output {
         var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
         guard csystem_pipe_cloexec(&stdinPipe) == 0, csystem_pipe_cloexec(&stdoutPipe) == 0,
@@ -167,15 +193,33 @@ public enum ChildProcess {
         return output
     }
 
+    private static func nonEmptyPiece(_ next: () -> [UInt8]?) -> [UInt8]? {
+        while let piece = next() {
+            if !piece.isEmpty { return piece }
+        }
+        return nil
+    }
+
     /// Feeds stdin and drains stdout/stderr until both close, killing the
     /// process group at the deadline.
     private static func exchange(
-        pid: pid_t, input: [UInt8], stdin: Int32, stdout: Int32, stderr: Int32, timeout: Duration,
+        pid: pid_t, input: Input, stdin: Int32, stdout: Int32, stderr: Int32, timeout: Duration,
         output: inout Output
     ) {
         for fd in [stdin, stdout, stderr] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        var stdinFD = input.isEmpty ? Int32(-1) : stdin
-        if input.isEmpty { close(stdin) }
+        // The piece being written, and what comes after it.
+        var piece: [UInt8]
+        var nextPiece: () -> [UInt8]?
+        switch input {
+        case .bytes(let bytes):
+            piece = bytes
+            nextPiece = { nil }
+        case .pieces(let next):
+            piece = nonEmptyPiece(next) ?? []
+            nextPiece = next
+        }
+        var stdinFD = piece.isEmpty ? Int32(-1) : stdin
+        if piece.isEmpty { close(stdin) }
         var openReaders: [Int32] = [stdout, stderr]
         var written = 0
         let deadline = ContinuousClock.now + timeout
@@ -202,9 +246,13 @@ public enum ChildProcess {
             if ready == 0 && output.timedOut { break }
             for entry in fds where entry.revents != 0 {
                 if entry.fd == stdinFD {
-                    let n = input.withUnsafeBytes { write(stdinFD, $0.baseAddress! + written, $0.count - written) }
+                    let n = piece.withUnsafeBytes { write(stdinFD, $0.baseAddress! + written, $0.count - written) }
                     if n > 0 { written += n }
-                    if n < 0 && errno != EAGAIN && errno != EINTR || written == input.count {
+                    if written == piece.count, let next = nonEmptyPiece(nextPiece) {
+                        (piece, written) = (next, 0)
+                        continue
+                    }
+                    if n < 0 && errno != EAGAIN && errno != EINTR || written == piece.count {
                         close(stdinFD)  // Done, or the child stopped reading (EPIPE).
                         stdinFD = -1
                     }

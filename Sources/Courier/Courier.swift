@@ -10,15 +10,20 @@ public enum DeliveryResult: Equatable, Sendable {
 /// Delivers a message to one recipient: a local MDA, a pipe, SMTP.
 public protocol Courier: Sendable {
     /// - Parameter data: the message, LF line endings.
-    func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult
+    func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult
     /// A FORWARD recipient: through the `via` servers, in order (§12.4).
     /// Couriers that do not forward deliver as usual.
-    func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult
+    func deliver(from: String, to: String, data: MessageData, via: [String]) async -> DeliveryResult
 }
 
 extension Courier {
-    public func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult {
+    public func deliver(from: String, to: String, data: MessageData, via: [String]) async -> DeliveryResult {
         await deliver(from: from, to: to, data: data)
+    }
+
+    /// A message in memory.
+    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+        await deliver(from: from, to: to, data: MessageData(data))
     }
 }
 
@@ -26,5 +31,5 @@ extension Courier {
 /// (one SMTP transaction), with a result for each.
 public protocol BatchCourier: Courier {
     /// - Returns: one result per recipient, in order.
-    func deliver(from: String, to: [String], data: [UInt8], via: [String]) async -> [DeliveryResult]
+    func deliver(from: String, to: [String], data: MessageData, via: [String]) async -> [DeliveryResult]
 }

@@ -41,15 +41,19 @@ public struct MDACourier: Courier {
         }.map(Character.init))
     }
 
-    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+    public func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         let output: ChildProcess.Output
+        // The message streams to the MDA from the queue's file, in CRLF form.
+        let pieces = data.pieces(toCRLF: true)
         do {
             output = try await ChildProcess.run(
-                lookPath(binary), arguments: expandedArguments(from: from, to: to), input: toCRLF(data),
+                lookPath(binary), arguments: expandedArguments(from: from, to: to), stdin: .pieces(pieces.next),
                 mergeStderr: true, pool: .delivery, timeout: timeout)
         } catch {
             return .permanent("MDA delivery failed: \(error)")
         }
+        // The MDA saw part of the message: whatever it did, try again.
+        if let error = pieces.error { return .temporary("reading message data: \(error)") }
         if output.succeeded { return .sent }
         let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if output.timedOut { return .temporary("MDA delivery failed: timed out after \(timeout) - \(goQuoted(text))") }
@@ -66,14 +70,16 @@ public struct PipeCourier: Courier {
 
     public init(timeout: Duration = .seconds(30)) { self.timeout = timeout }
 
-    public func deliver(from: String, to command: String, data: [UInt8]) async -> DeliveryResult {
+    public func deliver(from: String, to command: String, data: MessageData) async -> DeliveryResult {
         // Go's strings.Fields: any Unicode white space separates.
         let words = command.split(whereScalarSeparator: \.properties.isWhitespace).map(String.init)
         guard let program = words.first else { return .permanent("empty pipe command") }
         do {
+            let pieces = data.pieces(toCRLF: false)
             let output = try await ChildProcess.run(
-                lookPath(program), arguments: Array(words.dropFirst()), input: data, mergeStderr: true, pool: .delivery,
-                timeout: timeout)
+                lookPath(program), arguments: Array(words.dropFirst()), stdin: .pieces(pieces.next), mergeStderr: true,
+                pool: .delivery, timeout: timeout)
+            if let error = pieces.error { return .temporary("reading message data: \(error)") }
             if output.succeeded { return .sent }
             // chasquid records Go's exec error alone (`exit status 1`).
             return .permanent(output.goErrorText)
@@ -82,9 +88,6 @@ public struct PipeCourier: Courier {
         }
     }
 }
-
-/// LF to CRLF, for programs that expect mail in its wire form.
-func toCRLF(_ data: [UInt8]) -> [UInt8] { CRLFConverter.convert(data) }
 
 /// Where a program named without a `/` is found in `$PATH`, as Go's
 /// `exec.Command` does (chasquid's default MDA is plain `maildrop`, and pipe

@@ -367,15 +367,10 @@ public actor MailQueue {
     /// rewritten after each result.
     private func attemptPending(_ id: String) async {
         guard let message = items[id] else { return }
-        let data: [UInt8]
-        do {
-            data = try readFile(dataPath(id))
-        } catch {
-            for index in message.rcpt.indices where message.rcpt[index].status == .pending {
-                record(id, index, .temporary("reading message data: \(error)"))
-            }
-            return
-        }
+        // Not read here: each courier reads the file as it needs it (the
+        // MDA in pieces), so no message is held whole, and no file is read
+        // on the actor.
+        let data = MessageData(path: dataPath(id))
         // Recipients that one SMTP transaction can carry (same courier, same
         // envelope sender, same domain, same `via`) go together (§22.15);
         // the rest one by one. All of it in parallel.

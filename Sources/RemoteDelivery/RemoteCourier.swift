@@ -77,11 +77,11 @@ public struct RemoteCourier: BatchCourier {
         return try NIOSSLContext(configuration: verifying)
     }
 
-    public func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+    public func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         await deliver(from: from, to: [to], data: data, via: []).first ?? .temporary("no result")
     }
 
-    public func deliver(from: String, to: String, data: [UInt8], via: [String]) async -> DeliveryResult {
+    public func deliver(from: String, to: String, data: MessageData, via: [String]) async -> DeliveryResult {
         await deliver(from: from, to: [to], data: data, via: via).first ?? .temporary("no result")
     }
 
@@ -89,8 +89,15 @@ public struct RemoteCourier: BatchCourier {
     /// (COMPAT.md §22.15): one MAIL, one RCPT each, one DATA. Each recipient
     /// gets its own result; those still temporary after one server are
     /// tried at the next.
-    public func deliver(from: String, to recipients: [String], data: [UInt8], via: [String]) async -> [DeliveryResult] {
+    public func deliver(from: String, to recipients: [String], data message: MessageData, via: [String]) async -> [DeliveryResult] {
         guard let first = recipients.first else { return [] }
+        // SMTP sends the message whole (it is dot-stuffed as it goes).
+        let data: [UInt8]
+        do {
+            data = try message.bytes()
+        } catch {
+            return recipients.map { _ in .temporary("reading message data: \(error)") }
+        }
         let domain = Address.domain(of: first)
         let asciiDomain = (try? UTS46.toASCII(domain)) ?? domain
         let hosts: [String]

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import ChildProcess
@@ -64,6 +65,14 @@ import Testing
         let input = [UInt8](repeating: UInt8(ascii: "x"), count: 5_000_000)
         let out = try await ChildProcess.run("/bin/cat", input: input, timeout: .seconds(30))
         #expect(out.stdout.count == input.count)
+    }
+
+    @Test func inputInPiecesArrivesInOrderAndEmptyPiecesAreSkipped() async throws {
+        let pieces = Mutex([[], Array("ab".utf8), [], [], Array("c\n".utf8), [UInt8](repeating: 0x79, count: 200_000), []])
+        let out = try await ChildProcess.run(
+            "/bin/cat",
+            stdin: .pieces({ pieces.withLock { $0.isEmpty ? nil : $0.removeFirst() } }), timeout: .seconds(30))
+        #expect(out.stdout == Array("abc\n".utf8) + [UInt8](repeating: 0x79, count: 200_000))
     }
 
     @Test func aChildThatIgnoresStdinStillFinishes() async throws {

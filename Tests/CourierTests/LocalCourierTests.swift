@@ -1,5 +1,6 @@
 import DurableFiles
 import Foundation
+import Normalization
 import TestSupport
 import Testing
 
@@ -171,6 +172,40 @@ import Testing
         let out = dir.path + "/out"
         #expect(await PipeCourier().deliver(from: "s@x", to: "tee \(out)", data: Array("a\nb\n".utf8)) == .sent)
         #expect(try readFile(out) == Array("a\nb\n".utf8))
+    }
+}
+
+/// The MDA's input: the message in pieces, converted as it goes.
+func toCRLF(_ bytes: [UInt8]) -> [UInt8] {
+    let pieces = MessageData(bytes).pieces(toCRLF: true)
+    var out: [UInt8] = []
+    while let piece = pieces.next() { out += piece }
+    return out
+}
+
+@Suite struct StreamedDeliveryTests {
+    @Test func aLargeQueuedFileReachesTheMDAWholeInCRLF() async throws {
+        let dir = TempDir()
+        let line = Array(String(repeating: "z", count: 99).utf8) + [0x0A]
+        // Several pieces, and a CR LF split across a piece boundary.
+        var message: [UInt8] = Array(repeating: 0x41, count: MessagePieces.pieceSize - 1) + [0x0D, 0x0A]
+        for _ in 0..<3000 { message += line }
+        try AtomicFile.write(message, to: dir.path + "/d:x", mode: 0o600)
+        let mda = MDACourier(binary: "/bin/sh", arguments: ["-c", "cat > \(dir.path)/out"])
+        #expect(await mda.deliver(from: "s@x", to: "u@y", data: MessageData(path: dir.path + "/d:x")) == .sent)
+        #expect(try readFile(dir.path + "/out") == CRLFConverter.convert(message))
+    }
+
+    @Test func aDataFileThatCannotBeReadIsATemporaryFailure() async {
+        let dir = TempDir()
+        let mda = MDACourier(binary: "/bin/sh", arguments: ["-c", "cat > /dev/null"])
+        guard case .temporary(let why) = await mda.deliver(from: "s@x", to: "u@y", data: MessageData(path: dir.path + "/gone"))
+        else {
+            Issue.record("a missing data file must be retried")
+            return
+        }
+        #expect(why.contains("reading message data"))
+        #expect(why.contains("/gone"))
     }
 }
 

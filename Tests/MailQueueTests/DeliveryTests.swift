@@ -151,12 +151,12 @@ actor FakeBatchCourier: BatchCourier {
     }
     private(set) var batches: [Batch] = []
 
-    func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
+    func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         batches.append(Batch(from: from, to: [to], via: []))
         return .sent
     }
 
-    func deliver(from: String, to: [String], data: [UInt8], via: [String]) async -> [DeliveryResult] {
+    func deliver(from: String, to: [String], data: MessageData, via: [String]) async -> [DeliveryResult] {
         batches.append(Batch(from: from, to: to, via: via))
         return to.map { $0.hasPrefix("temp") ? .temporary("try later") : .sent }
     }

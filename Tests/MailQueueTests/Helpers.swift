@@ -30,8 +30,8 @@ actor FakeCourier: Courier {
 
     static func always(_ result: DeliveryResult) -> FakeCourier { FakeCourier { _, _ in result } }
 
-    func deliver(from: String, to: String, data: [UInt8]) async -> DeliveryResult {
-        calls.append(Call(from: from, to: to, data: data))
+    func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
+        calls.append(Call(from: from, to: to, data: (try? data.bytes()) ?? []))
         return script(to, calls.filter { $0.to == to }.count)
     }
 
