@@ -38,7 +38,10 @@ struct DKIMStep: Sendable {
         if authenticated {
             let signers = keys(Address.domain(of: envelope.from))
             guard !signers.isEmpty else { return spool }
-            return try sign(domain: Address.domain(of: envelope.from), keys: signers, trace: trace, offset: offset, spool: spool)
+            let domain = Address.domain(of: envelope.from)
+            return try await spool.accessing {
+                try sign(domain: domain, keys: signers, trace: trace, offset: offset, spool: spool)
+            }
         }
         return try await verify(trace: trace, offset: offset, spool: spool)
     }
@@ -73,13 +76,16 @@ struct DKIMStep: Sendable {
     // MARK: - Verification
 
     func verify(trace: TraceBlock, offset: Int, spool: SpoolFile) async throws -> SpoolFile {
-        var verification: DKIMVerifier.Verification?
         let result: DKIMVerifier.Result?
         do {
-            _ = try read(spool: spool, offset: offset, needsBody: { verification?.needsBody ?? true }) { chunk in
-                verification?.feedBody(chunk)
-            } onHeader: { fields in
-                verification = verifier.prepare(fields: fields)
+            var verification = try await spool.accessing {
+                var verification: DKIMVerifier.Verification?
+                _ = try read(spool: spool, offset: offset, needsBody: { verification?.needsBody ?? true }) { chunk in
+                    verification?.feedBody(chunk)
+                } onHeader: { fields in
+                    verification = verifier.prepare(fields: fields)
+                }
+                return verification
             }
             result = await verification?.finish()
         } catch {
@@ -95,7 +101,7 @@ struct DKIMStep: Sendable {
             TraceHeaders.authenticationResults(
                 serverName: trace.serverName, spf: trace.spf, dkim: result.authenticationResults) ?? ""
         let header = authentication + (trace.spf.map(TraceHeaders.receivedSPF) ?? "") + trace.received
-        return try rewrite(spool: spool, offset: offset, header: header)
+        return try await spool.accessing { try rewrite(spool: spool, offset: offset, header: header) }
     }
 
     // MARK: - Reading and rewriting

@@ -394,8 +394,8 @@ public final class Daemon: Sendable {
         // glibc gives each thread that allocates its own arena, up to 8 per
         // core, each keeping its freed memory: with the blocking pools'
         // threads that was most of the peak RSS, and each new arena read
-        // /sys for the CPU count. Two arenas serve two event loops.
-        _ = csystem_limit_malloc_arenas(2)
+        // /sys for the CPU count. One arena per event loop (one per core).
+        _ = csystem_limit_malloc_arenas(Int32(max(2, System.coreCount)))
     }
 
     /// Binds every listener, then serves until `shutdown` has drained them.

@@ -73,12 +73,12 @@ public struct PostDataHook: Sendable {
 
     /// As `run(message:facts:)`, reading the message only when there is a
     /// hook to give it to.
-    public func run(facts: Facts, readingMessage read: () throws -> [UInt8]) async throws -> Outcome {
+    public func run(facts: Facts, readingMessage read: () async throws -> [UInt8]) async throws -> Outcome {
         guard FileManager.default.fileExists(atPath: path) else {
             report(.skipped)
             return .skipped
         }
-        return await run(message: try read(), facts: facts)
+        return await run(message: try await read(), facts: facts)
     }
 
     /// Counts `post-data:{skip,fail,badoutput,success}` as chasquid does.

@@ -74,7 +74,7 @@ public struct QueueSink: MessageSink {
             spfPass: envelope.spf?.passed ?? false, fromLocalDomain: envelope.from == "<>" || isLocal(fromDomain))
         var message: [UInt8] = []
         let outcome = try await hook.run(facts: facts) {
-            message = try spool.contents()
+            message = try await spool.accessing { try spool.contents() }
             return message
         }
         switch outcome {

@@ -41,10 +41,12 @@ public enum ChildProcess {
     /// What the child reads on stdin.
     public enum Input: Sendable {
         case bytes([UInt8])
-        /// Pieces from the closure until it returns nil, asked for on the
-        /// waiting thread as the child reads (the closure may block on a
-        /// file). An empty piece is skipped.
-        case pieces(@Sendable () -> [UInt8]?)
+        /// Pieces from `next` until it returns nil, asked for on the
+        /// waiting thread as the child reads (it may block on a file). An
+        /// empty piece is skipped. When `failed` says the input could not
+        /// be read to its end, the child is killed rather than given a
+        /// clean end of a cut message.
+        case pieces(next: @Sendable () -> [UInt8]?, failed: @Sendable () -> Bool)
     }
 
     /// Runs `path` and waits for it, without blocking a Swift concurrency
@@ -210,16 +212,26 @@ public enum ChildProcess {
         // The piece being written, and what comes after it.
         var piece: [UInt8]
         var nextPiece: () -> [UInt8]?
+        var inputFailed: () -> Bool = { false }
         switch input {
         case .bytes(let bytes):
             piece = bytes
             nextPiece = { nil }
-        case .pieces(let next):
+        case .pieces(let next, let failed):
             piece = nonEmptyPiece(next) ?? []
             nextPiece = next
+            inputFailed = failed
+        }
+        /// The input ended: a failed read kills the child first.
+        func endInput(_ fd: Int32) {
+            if inputFailed() {
+                kill(-pid, SIGKILL)
+                kill(pid, SIGKILL)
+            }
+            close(fd)
         }
         var stdinFD = piece.isEmpty ? Int32(-1) : stdin
-        if piece.isEmpty { close(stdin) }
+        if piece.isEmpty { endInput(stdin) }
         var openReaders: [Int32] = [stdout, stderr]
         var written = 0
         let deadline = ContinuousClock.now + timeout
@@ -252,8 +264,11 @@ public enum ChildProcess {
                         (piece, written) = (next, 0)
                         continue
                     }
-                    if n < 0 && errno != EAGAIN && errno != EINTR || written == piece.count {
-                        close(stdinFD)  // Done, or the child stopped reading (EPIPE).
+                    if n < 0 && errno != EAGAIN && errno != EINTR {
+                        close(stdinFD)  // The child stopped reading (EPIPE).
+                        stdinFD = -1
+                    } else if written == piece.count {
+                        endInput(stdinFD)
                         stdinFD = -1
                     }
                     continue

@@ -46,8 +46,14 @@ public struct MDACourier: Courier {
         // The message streams to the MDA from the queue's file, in CRLF form.
         let pieces = data.pieces(toCRLF: true)
         do {
+            try pieces.open()
+        } catch {
+            return .temporary("reading message data: \(error)")
+        }
+        do {
             output = try await ChildProcess.run(
-                lookPath(binary), arguments: expandedArguments(from: from, to: to), stdin: .pieces(pieces.next),
+                lookPath(binary), arguments: expandedArguments(from: from, to: to),
+                stdin: .pieces(next: pieces.next, failed: { pieces.failed }),
                 mergeStderr: true, pool: .delivery, timeout: timeout)
         } catch {
             return .permanent("MDA delivery failed: \(error)")
@@ -76,9 +82,15 @@ public struct PipeCourier: Courier {
         guard let program = words.first else { return .permanent("empty pipe command") }
         do {
             let pieces = data.pieces(toCRLF: false)
+            do {
+                try pieces.open()
+            } catch {
+                return .temporary("reading message data: \(error)")
+            }
             let output = try await ChildProcess.run(
-                lookPath(program), arguments: Array(words.dropFirst()), stdin: .pieces(pieces.next), mergeStderr: true,
-                pool: .delivery, timeout: timeout)
+                lookPath(program), arguments: Array(words.dropFirst()),
+                stdin: .pieces(next: pieces.next, failed: { pieces.failed }), mergeStderr: true, pool: .delivery,
+                timeout: timeout)
             if let error = pieces.error { return .temporary("reading message data: \(error)") }
             if output.succeeded { return .sent }
             // chasquid records Go's exec error alone (`exit status 1`).

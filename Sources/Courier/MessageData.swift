@@ -1,5 +1,6 @@
 import DurableFiles
 import Normalization
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -16,16 +17,28 @@ public struct MessageData: Sendable {
     }
 
     let storage: Storage
+    /// The whole file once read: the batches of one delivery round share it.
+    private let loaded = Loaded()
+
+    private final class Loaded: Sendable {
+        let bytes = Mutex<[UInt8]?>(nil)
+    }
 
     public init(_ bytes: [UInt8]) { storage = .bytes(bytes) }
 
     public init(path: String) { storage = .file(path) }
 
-    /// The whole message, for couriers that need it at once.
-    public func bytes() throws(FileError) -> [UInt8] {
+    /// The whole message, for couriers that need it at once (SMTP): read
+    /// on a file thread, never on an event loop, and once per value.
+    public func bytes() async throws(FileError) -> [UInt8] {
         switch storage {
-        case .bytes(let bytes): bytes
-        case .file(let path): try readFile(path)
+        case .bytes(let bytes):
+            return bytes
+        case .file(let path):
+            if let bytes = loaded.bytes.withLock({ $0 }) { return bytes }
+            let bytes = try await offloaded { () throws(FileError) in try readFile(path) }
+            loaded.bytes.withLock { $0 = bytes }
+            return bytes
         }
     }
 
@@ -54,6 +67,17 @@ final class MessagePieces: @unchecked Sendable {
         if fd >= 0 { close(fd) }
     }
 
+    /// Opens the file, so that a message that cannot be read fails before
+    /// any child is started (nothing to do for bytes in memory).
+    func open() throws(FileError) {
+        guard case .file(let path) = storage, fd < 0 else { return }
+        fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError("open", path: path, errno: errno) }
+    }
+
+    /// Whether a read failed: the child saw a cut message.
+    var failed: Bool { error != nil }
+
     /// The next piece, or nil at the end (or after an error).
     func next() -> [UInt8]? {
         guard let piece = nextRaw() else { return nil }
@@ -71,7 +95,7 @@ final class MessagePieces: @unchecked Sendable {
             return Array(bytes[offset..<end])
         case .file(let path):
             if fd < 0 {
-                fd = open(path, O_RDONLY | O_CLOEXEC)
+                fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else { return fail(FileError("open", path: path, errno: errno)) }
             }
             var piece = [UInt8](repeating: 0, count: Self.pieceSize)

@@ -1,3 +1,5 @@
+import BlockingWork
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,6 +42,23 @@ public final class SpoolFile: @unchecked Sendable {
         }
         size += bytes.count
         if buffer.count >= Self.bufferLimit { try flush() }
+    }
+
+    /// Whether all the data is still in memory (nothing written to the file).
+    public var isInMemory: Bool { written == 0 }
+
+    /// Whether appending `count` bytes fills the buffer, so that the append
+    /// writes to the file (and may block).
+    public func fillsBuffer(adding count: Int) -> Bool { buffer.count + count >= Self.bufferLimit }
+
+    /// Runs `work`, which reads or copies this spool, where it may block:
+    /// right here while the data is all in memory, on a file thread once it
+    /// is on disk (tasks run on the event loops, which must not wait on a
+    /// disk).
+    public func accessing<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        if isInMemory { return try work() }
+        let result: Result<T, any Error> = await BlockingWork.onFileThread { Result { try work() } }
+        return try result.get()
     }
 
     /// Replaces the first `length` bytes with `prefix` (the trace headers,

@@ -56,7 +56,7 @@ public final class STSPolicyCache: Sendable {
             onEvent(.failedFetch)
             return nil
         }
-        store(domain, fetched)
+        await store(domain, fetched)
         return fetched
     }
 
@@ -92,7 +92,8 @@ public final class STSPolicyCache: Sendable {
         return policy
     }
 
-    func store(_ domain: String, _ policy: STSPolicy) {
+    /// Writes (and fsyncs) on a file thread, never on an event loop.
+    func store(_ domain: String, _ policy: STSPolicy) async {
         guard let path = path(domain) else {
             onEvent(.ioErrors)
             return
@@ -101,8 +102,11 @@ public final class STSPolicyCache: Sendable {
         let age = min(policy.maxAge, STSPolicy.maximumMaxAge)
         let expiry = now().timeIntervalSince1970 + TimeInterval(age)
         let time = timespec(tv_sec: Int(expiry), tv_nsec: Int((expiry - expiry.rounded(.down)) * 1e9))
+        let encoded = Self.encode(policy)
         do {
-            try AtomicFile.write(Self.encode(policy), to: path, mode: 0o640, modificationTime: time)
+            try await offloaded { () throws(FileError) in
+                try AtomicFile.write(encoded, to: path, mode: 0o640, modificationTime: time)
+            }
         } catch {
             onEvent(.ioErrors)
         }
@@ -121,7 +125,7 @@ public final class STSPolicyCache: Sendable {
                 onEvent(.refreshErrors)
                 continue
             }
-            store(domain, policy)
+            await store(domain, policy)
         }
     }
 

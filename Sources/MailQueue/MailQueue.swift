@@ -421,7 +421,12 @@ public actor MailQueue {
         // one that is done is removed next. A crash before this write makes a
         // restart retry these recipients: a duplicate, never a loss.
         if let updated = items[id], updated.rcpt.contains(where: { $0.status == .pending }) {
-            try? writeEnvelope(updated)
+            // The fsyncs run on a file thread: the actor runs on an event loop.
+            let text = Array(updated.textFormatString().utf8)
+            let path = envelopePath(id)
+            if (try? await offloaded({ () throws(FileError) in try AtomicFile.write(text, to: path, mode: 0o600) })) != nil {
+                metrics.count(MetricCatalog.itemsWritten)
+            }
         }
     }
 
@@ -527,7 +532,8 @@ public actor MailQueue {
         guard let message = items[id] else { return }
         let undelivered = message.rcpt.contains { $0.status != .sent }
         if undelivered && message.from != "<>" {
-            let data = (try? readFile(dataPath(id))) ?? []
+            let path = dataPath(id)
+            let data = (try? await offloaded { () throws(FileError) in try readFile(path) }) ?? []
             let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message), now: time.now())
             do {
                 let dsnID = try await put(from: "<>", to: [message.from], data: dsn)
@@ -543,8 +549,11 @@ public actor MailQueue {
         }
         // No directory fsync: if a crash undoes the removal, the item is
         // tried again (a duplicate at worst).
-        try? removeFile(envelopePath(id))
-        try? removeFile(dataPath(id))
+        let (envelope, data) = (envelopePath(id), dataPath(id))
+        _ = try? await offloaded { () throws(FileError) in
+            try? removeFile(envelope)
+            try? removeFile(data)
+        }
         items[id] = nil
         loops[id] = nil
         nextAttempts[id] = nil

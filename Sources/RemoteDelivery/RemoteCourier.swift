@@ -94,7 +94,7 @@ public struct RemoteCourier: BatchCourier {
         // SMTP sends the message whole (it is dot-stuffed as it goes).
         let data: [UInt8]
         do {
-            data = try message.bytes()
+            data = try await message.bytes()
         } catch {
             return recipients.map { _ in .temporary("reading message data: \(error)") }
         }

@@ -161,7 +161,16 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                 }
             case .append(let bytes):
                 guard let file = state.spool, state.spoolError == nil else { continue }
-                do { try file.append(bytes) } catch { state.spoolError = "\(error)" }
+                do {
+                    if file.fillsBuffer(adding: bytes.count) {
+                        // This append writes to the file: on a file thread, not the event loop.
+                        try await offloaded { () throws(FileError) in try file.append(bytes) }
+                    } else {
+                        try file.append(bytes)
+                    }
+                } catch {
+                    state.spoolError = "\(error)"
+                }
             case .discardSpool:
                 state.spool?.discard()
                 (state.spool, state.spoolError) = (nil, nil)

@@ -71,8 +71,24 @@ import Testing
         let pieces = Mutex([[], Array("ab".utf8), [], [], Array("c\n".utf8), [UInt8](repeating: 0x79, count: 200_000), []])
         let out = try await ChildProcess.run(
             "/bin/cat",
-            stdin: .pieces({ pieces.withLock { $0.isEmpty ? nil : $0.removeFirst() } }), timeout: .seconds(30))
+            stdin: .pieces(next: { pieces.withLock { $0.isEmpty ? nil : $0.removeFirst() } }, failed: { false }),
+            timeout: .seconds(30))
         #expect(out.stdout == Array("abc\n".utf8) + [UInt8](repeating: 0x79, count: 200_000))
+    }
+
+    @Test func inputThatFailsMidwayKillsTheChildInsteadOfEndingCleanly() async throws {
+        let served = Mutex(0)
+        // The child would exit 0 after a clean end of input.
+        let out = try await ChildProcess.run(
+            "/bin/sh", arguments: ["-c", "cat > /dev/null; exit 0"],
+            stdin: .pieces(
+                next: { served.withLock { count in
+                    count += 1
+                    return count == 1 ? Array("partial".utf8) : nil
+                } }, failed: { true }),
+            timeout: .seconds(30))
+        #expect(out.exitStatus == nil)
+        #expect(out.signal == SIGKILL)
     }
 
     @Test func aChildThatIgnoresStdinStillFinishes() async throws {

@@ -198,7 +198,8 @@ func toCRLF(_ bytes: [UInt8]) -> [UInt8] {
 
     @Test func aDataFileThatCannotBeReadIsATemporaryFailure() async {
         let dir = TempDir()
-        let mda = MDACourier(binary: "/bin/sh", arguments: ["-c", "cat > /dev/null"])
+        // The MDA is never started for a message that cannot be read.
+        let mda = MDACourier(binary: "/bin/sh", arguments: ["-c", "touch \(dir.path)/started"])
         guard case .temporary(let why) = await mda.deliver(from: "s@x", to: "u@y", data: MessageData(path: dir.path + "/gone"))
         else {
             Issue.record("a missing data file must be retried")
@@ -206,6 +207,7 @@ func toCRLF(_ bytes: [UInt8]) -> [UInt8] {
         }
         #expect(why.contains("reading message data"))
         #expect(why.contains("/gone"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/started"))
     }
 }
 

@@ -31,7 +31,7 @@ final class Events: Sendable {
     @Test func storedAsChasquidsJSONAndReadBack() async throws {
         let events = Events()
         let (cache, directory) = try Self.cache(events: events)
-        cache.store("example.com", Self.policy)
+        await cache.store("example.com", Self.policy)
         let text = try String(contentsOfFile: directory + "/pol:example.com", encoding: .utf8)
         #expect(text == #"{"version":"STSv1","mode":"enforce","mx":["mx.example.com","*.example.net"],"max_age":86400000000000}"#)
         let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/pol:example.com")
@@ -44,7 +44,7 @@ final class Events: Sendable {
     @Test func expiredEntriesAreNotUsed() async throws {
         let events = Events()
         let (writer, directory) = try Self.cache(events: Events())
-        writer.store("old.example", Self.policy)  // expires in a day
+        await writer.store("old.example", Self.policy)  // expires in a day
         let later = Date().addingTimeInterval(2 * 86400)
         let reader = try STSPolicyCache(directory: directory, fetcher: writer.fetcher, now: { later }, onEvent: { events.add($0) })
         #expect(await reader.policy(for: "old.example", timeout: .seconds(1)) == nil)
@@ -78,7 +78,7 @@ final class Events: Sendable {
     @Test func aFailedRefreshKeepsTheCachedPolicy() async throws {
         let events = Events()
         let (cache, directory) = try STSPolicyCacheTests.cache(events: events)
-        cache.store("example.com", STSPolicyCacheTests.policy)
+        await cache.store("example.com", STSPolicyCacheTests.policy)
         let before = try FileManager.default.attributesOfItem(atPath: directory + "/pol:example.com")[.modificationDate] as? Date
         await cache.refresh(timeout: .seconds(1))
         #expect(events.all == [.refreshCycles, .refreshes, .refreshErrors])

@@ -31,7 +31,7 @@ actor FakeCourier: Courier {
     static func always(_ result: DeliveryResult) -> FakeCourier { FakeCourier { _, _ in result } }
 
     func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
-        calls.append(Call(from: from, to: to, data: (try? data.bytes()) ?? []))
+        calls.append(Call(from: from, to: to, data: (try? await data.bytes()) ?? []))
         return script(to, calls.filter { $0.to == to }.count)
     }
 
