@@ -35,7 +35,10 @@ public struct AliasRules: Sendable, Equatable {
     }
 
     private func withoutDrops(_ text: Substring) -> String {
-        String(text.unicodeScalars.filter { !dropCharacters.unicodeScalars.contains($0) })
+        let drops = dropCharacters.unicodeScalars
+        // Most addresses have none: no scalar-by-scalar rebuild for them.
+        guard text.unicodeScalars.contains(where: { drops.contains($0) }) else { return String(text) }
+        return String(text.unicodeScalars.filter { !drops.contains($0) })
     }
 
     /// chasquid keeps a user that fails normalisation as it is.

@@ -44,7 +44,19 @@ public struct HeaderCheck: Equatable, Sendable {
         return result
     }
 
-    private static func trimmed(_ s: String) -> String {
-        String(s.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    /// Spaces and tabs off both ends, by index: building the String from a
+    /// reversed view was an allocation per character (most of a message's
+    /// allocations, for its Message-ID).
+    static func trimmed(_ s: String) -> String {
+        func isBlank(_ c: Character) -> Bool { c == " " || c == "\t" }
+        var start = s.startIndex
+        var end = s.endIndex
+        while start < end, isBlank(s[start]) { start = s.index(after: start) }
+        while end > start {
+            let before = s.index(before: end)
+            guard isBlank(s[before]) else { break }
+            end = before
+        }
+        return String(s[start..<end])
     }
 }

@@ -3,6 +3,19 @@ import Testing
 @testable import SMTPCore
 
 @Suite struct HeaderCheckTests {
+    /// The trim is by Character, as it always was: a space fused with a
+    /// combining mark is not a space.
+    @Test func messageIDsAreTrimmedOfSpacesAndTabsOnly() {
+        func old(_ s: String) -> String {
+            String(s.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        }
+        for sample in [
+            "", " ", "\t \t", " <a@b> ", "<a@b>", "\t<x y>\t ", " \u{301}<a@b> \u{301}", "<a@b>\r", " ü ", "\n<a>\n",
+        ] {
+            #expect(HeaderCheck.trimmed(sample) == old(sample), "\(sample.debugDescription)")
+        }
+    }
+
     private func check(_ message: String) throws(HeaderCheck.Problem) -> HeaderCheck {
         try HeaderCheck.check(bytes(message))
     }
