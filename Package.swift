@@ -111,6 +111,7 @@ let package = Package(
         .target(
             name: "DNS",
             dependencies: [
+                "GoCompat",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -167,7 +168,7 @@ let package = Package(
         // Delivering one message to one recipient: the protocol, its results, the MDA
         // and pipe couriers.
         .target(
-            name: "Courier", dependencies: ["ChildProcess", "DurableFiles", "GoCompat", "Normalization"],
+            name: "Courier", dependencies: ["ChildProcess", "DurableFiles", "GoCompat", "GoErrors", "Normalization"],
             swiftSettings: strictSettings),
         // The durable queue, its delivery loops and DSNs.
         .target(
@@ -186,7 +187,7 @@ let package = Package(
         .target(
             name: "SMTPServer",
             dependencies: [
-                "SMTPCore", "DNS", "DurableFiles", "GoCompat", "Instrumentation", "MailLog", "Normalization", "ProxyProtocol",
+                "SMTPCore", "DurableFiles", "GoCompat", "Instrumentation", "MailLog", "Normalization", "ProxyProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -203,7 +204,7 @@ let package = Package(
             dependencies: [
                 "Aliases", "CSystemShims", "ChasquidConfig", "ChasquidProto", "ChildProcess", "Courier", "DNS", "DomainInfo", "DovecotAuth",
                 "DurableFiles",
-                "GoCompat", "IDNA",
+                "GoCompat", "GoErrors", "IDNA",
                 "Instrumentation", "LocalDomains", "LocalRPC", "MailLog", "MailQueue", "Monitoring", "Normalization",
                 "RemoteDelivery", "SMTPCore", "SMTPServer", "SPF", "DKIM", "MTASTS",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -86,11 +86,59 @@ public struct AdminTool {
         else {
             throw Failure("Domain missing, username should be of the form 'user@domain'")
         }
-        return Address.split(address)
+        let (user, domain) = Address.split(address)
+        // The domain names a directory under domains/: never one elsewhere.
+        if domain.contains("/") || domain.contains("\0") || domain == "." || domain == ".." {
+            throw Failure("Error: invalid domain \"\(domain)\": it names a directory outside domains/")
+        }
+        return (user, domain)
     }
 
     private func usersPath(domain: String) -> String {
         configDirectory + "/domains/" + domain + "/users"
+    }
+
+    /// The directories under `domains/` that the daemon reads as `domain`:
+    /// every entry whose name normalises as it does (`Example.ORG` and
+    /// `example.org`), in the daemon's order, the one named exactly as the
+    /// normalised domain last (it wins, and new users go there). Empty when
+    /// there is none; a name that does not normalise matches only itself.
+    private func domainDirectories(_ domain: String) -> [String] {
+        let parent = configDirectory + "/domains/"
+        guard let normalized = try? Normalize.domain(domain) else {
+            return isDirectory(parent + domain) ? [parent + domain] : []
+        }
+        let entries = (try? DirectoryListing.names(atPath: parent)) ?? []
+        let matching = entries.filter { (try? Normalize.domain($0)) == normalized && isDirectory(parent + $0) }
+        return (matching.filter { $0 != normalized } + matching.filter { $0 == normalized }).map { parent + $0 }
+    }
+
+    /// Where `user-add` writes: the directory the daemon reads for the domain
+    /// when there is one (chasquid writes under the name as typed, next to
+    /// it; docs/compatibility.md), else a new one named as typed, as
+    /// chasquid does. Says so when that is not the name as typed.
+    private func directoryForNewUser(_ domain: String) throws(Failure) -> String {
+        // chasquid creates it anyway; the daemon then refuses to start, and
+        // every reload fails, for all domains.
+        do {
+            _ = try Normalize.domain(domain)
+        } catch {
+            throw Failure(
+                "Error: invalid domain \"\(domain)\": \(error) (the daemon refuses a domains/ directory of that name)")
+        }
+        let typed = configDirectory + "/domains/" + domain
+        let directory = domainDirectories(domain).last ?? typed
+        if !isDirectory(directory) {
+            console.out("Creating database")
+            do {
+                try makeDirectories(directory, mode: 0o755)
+            } catch {
+                // chasquid's words: `Error creating database dir: mkdir <dir>: permission denied`.
+                throw Failure("Error creating database dir: \(error)")
+            }
+        }
+        if directory != typed { console.out("Using \"\(directory)\" for domain \"\(domain)\"") }
+        return directory
     }
 
     private func normalizedUser(_ user: String) throws(Failure) -> String {
@@ -114,19 +162,10 @@ public struct AdminTool {
 
     private func userAdd() throws(Failure) {
         let (user, domain) = try userAndDomain()
-        let domainDirectory = configDirectory + "/domains/" + domain
-        if !isDirectory(domainDirectory) {
-            console.out("Creating database")
-            do {
-                try FileManager.default.createDirectory(
-                    atPath: domainDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-            } catch {
-                throw Failure("Error creating directory \"\(domainDirectory)\": \(error.localizedDescription)")
-            }
-        }
+        let domainDirectory = try directoryForNewUser(domain)
         var db: UserDatabase
         do {
-            db = try UserDatabase.loadIfPresent(path: usersPath(domain: domain))
+            db = try UserDatabase.loadIfPresent(path: domainDirectory + "/users")
         } catch {
             throw Failure("Error loading database: \(error)")
         }
@@ -150,42 +189,80 @@ public struct AdminTool {
         console.out("Added user")
     }
 
-    private func loadExisting(domain: String) throws(Failure) -> UserDatabase {
+    private func loadExisting(path: String) throws(Failure) -> UserDatabase {
         do {
-            return try UserDatabase.load(path: usersPath(domain: domain))
+            return try UserDatabase.load(path: path)
         } catch {
             throw Failure("Error loading database: \(error)")
         }
     }
 
+    /// The users files the daemon reads for `domain`, in its order (the last
+    /// wins); the name as typed when no directory matches, so the error
+    /// names the file chasquid would.
+    private func usersFiles(_ domain: String) -> [String] {
+        let found = domainDirectories(domain).map { $0 + "/users" }.filter(fileExists)
+        return found.isEmpty ? [usersPath(domain: domain)] : found
+    }
+
+    /// Whether a resolved address is in a local domain (a directory under
+    /// `domains/`) whose users files do not have it, read as the daemon
+    /// reads them. False when Dovecot may know users we cannot see.
+    func lacksUser(_ address: String, config: Config) -> Bool {
+        if config.dovecotAuth { return false }
+        let (user, domain) = Address.split(address)
+        let files = domainDirectories(domain).map { $0 + "/users" }
+        if files.isEmpty { return false }
+        let name = (try? Normalize.user(user)) ?? user
+        return !files.contains { (try? UserDatabase.loadIfPresent(path: $0))?.exists(name) ?? true }
+    }
+
     private func userRemove() throws(Failure) {
         let (user, domain) = try userAndDomain()
-        var db = try loadExisting(domain: domain)
+        var databases: [UserDatabase] = []
+        for path in usersFiles(domain) { databases.append(try loadExisting(path: path)) }
         let name = try normalizedUser(user)
-        guard db.removeUser(name) else { throw Failure("Unknown user") }
-        do {
-            try db.write()
-        } catch {
-            throw Failure("Error writing database: \(error)")
+        // From every directory of the domain, or the daemon would still know it.
+        var removed = false
+        for var db in databases where db.removeUser(name) {
+            removed = true
+            do {
+                try db.write()
+            } catch {
+                throw Failure("Error writing database: \(error)")
+            }
         }
+        guard removed else { throw Failure("Unknown user") }
         console.out("Removed user")
     }
 
     private func authenticate() throws(Failure) {
         let (user, domain) = try userAndDomain()
-        let db = try loadExisting(domain: domain)
+        var databases: [UserDatabase] = []
+        for path in usersFiles(domain) { databases.append(try loadExisting(path: path)) }
         let name = try normalizedUser(user)
         let given = try password()
-        guard db.authenticate(user: name, password: given) else { throw Failure("Authentication failed") }
+        // The entry the daemon uses: the last directory that has the user.
+        guard let db = databases.last(where: { $0.exists(name) }), db.authenticate(user: name, password: given) else {
+            throw Failure("Authentication failed")
+        }
         console.out("Authentication succeeded")
     }
 
     private func checkUserDB() throws(Failure) {
         guard let domain = arguments.positional(1) else { throw Failure("Error: missing domain parameter") }
-        let path = usersPath(domain: domain)
-        guard fileExists(path) else { throw Failure("Error: file \"\(path)\" does not exist") }
-        let db = try loadExisting(domain: domain)
-        console.out("Database loaded (\(db.count) users)")
+        let paths = usersFiles(domain)
+        guard fileExists(paths[0]) else { throw Failure("Error: file \"\(paths[0])\" does not exist") }
+        var users = Set<String>()
+        for path in paths { users.formUnion(try loadExisting(path: path).names) }
+        console.out("Database loaded (\(users.count) users)")
+    }
+
+    /// `data_dir` as the daemon resolves it: relative to the config
+    /// directory, whatever the caller's working directory (chasquid-util
+    /// took it relative to the caller's; docs/compatibility.md).
+    func dataDirectory(_ config: Config) -> String {
+        config.dataDir.hasPrefix("/") ? config.dataDir : configDirectory + "/" + config.dataDir
     }
 
     func loadConfig() throws(Failure) -> Config {
@@ -193,10 +270,7 @@ public struct AdminTool {
         do {
             return try Configuration.load(path: path)
         } catch {
-            if error.line == nil && error.field == nil && !fileExists(path) {
-                throw Failure("Error loading config: failed to read config at \"\(path)\": \(error.message)")
-            }
-            throw Failure("Error loading config: parsing config: \(error)")
+            throw Failure("Error loading config: \(error.loadingDescription)")
         }
     }
 

@@ -1,30 +1,43 @@
+import ChasquidConfig
+import ChasquidProto
 import LocalRPC
 
 /// The commands that ask the running server, over the local RPC.
 extension AdminTool {
-    private func rpcClient() throws(Failure) -> LocalRPCClient {
-        // No chdir here: a relative data_dir is relative to the caller's cwd,
-        // as in chasquid.
-        LocalRPCClient(dataDirectory: try loadConfig().dataDir)
+    private func rpcClient(_ config: Config) -> LocalRPCClient {
+        LocalRPCClient(dataDirectory: dataDirectory(config))
+    }
+
+    /// A failed call in words: `is chasquid running?` when nothing listens.
+    private func describe(_ error: LocalRPCClient.Failure, client: LocalRPCClient) -> String {
+        guard error.serverNotRunning else { return error.description }
+        return "is chasquid running? no server at \(client.socketPath) (\(error))"
     }
 
     func aliasesResolve() throws(Failure) {
         guard let address = arguments.positional(1) else { throw Failure("Error resolving: missing address") }
+        let config = try loadConfig()
+        let client = rpcClient(config)
         var request = FormValues()
         request.add("Address", address)
         let reply: FormValues
         do {
-            reply = try rpcClient().call("AliasResolve", request)
-        } catch let error as LocalRPCClient.Failure {
-            throw Failure("Error resolving: \(error)")
+            reply = try client.call("AliasResolve", request)
         } catch {
-            throw error as! Failure
+            throw Failure("Error resolving: \(describe(error, client: client))")
         }
         // By type (email, forward, pipe), then in the server's order.
+        var emails: [String] = []
         for kind in ["(email)", "(forward)", "(pipe)"] {
             for value in reply.values(kind) {
                 console.out("\(kind)  \(value)")
+                if kind == "(email)" { emails.append(value) }
             }
+        }
+        // On stderr, so the lines scripts read stay chasquid's.
+        for email in emails where lacksUser(email, config: config) {
+            console.err(
+                "Warning: \(email) is no user of its domain: its mail goes to the MDA for a user that does not exist")
         }
     }
 
@@ -34,12 +47,11 @@ extension AdminTool {
         }
         var request = FormValues()
         request.add("Domain", domain)
+        let client = rpcClient(try loadConfig())
         do {
-            _ = try rpcClient().call("DomaininfoClear", request)
-        } catch let error as LocalRPCClient.Failure {
-            throw Failure("Error removing domaininfo entry: \(error)")
+            _ = try client.call("DomaininfoClear", request)
         } catch {
-            throw error as! Failure
+            throw Failure("Error removing domaininfo entry: \(describe(error, client: client))")
         }
     }
 }

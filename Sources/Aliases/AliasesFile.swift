@@ -81,6 +81,14 @@ public enum AliasesFile {
                 }
             }
             if !recipient.address.contains(scalar: "@") { recipient.address += "@" + domain }
+            // `alice@` would be delivered to a Maildir outside every domain.
+            let (user, targetDomain) = Address.split(recipient.address)
+            if targetDomain.isEmpty {
+                throw RightSideError(description: "address \"\(recipient.address)\" has no domain after the @")
+            }
+            if user.isEmpty {
+                throw RightSideError(description: "address \"\(recipient.address)\" has no user before the @")
+            }
             do {
                 recipient.address = try Normalize.address(recipient.address)
             } catch {

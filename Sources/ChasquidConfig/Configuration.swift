@@ -31,6 +31,13 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
 
     var isSystemError = false
 
+    /// chasquid's words after `Error loading config: ` (the daemon and
+    /// chasquid-util say the same): `failed to read config at "<p>": <err>`
+    /// for a file that could not be read, else `parsing config: <err>`.
+    public var loadingDescription: String {
+        isSystemError ? "failed to read config at \"\(path)\": \(message)" : "parsing config: \(self)"
+    }
+
     public var description: String {
         if isSystemError { return message }
         var location = "\"\(path)\""
@@ -184,7 +191,38 @@ public enum Configuration {
         ] where addresses.contains("") {
             throw fail(field, "Invalid empty listening address for \(mode)")
         }
+        // Checked here rather than at bind, so print-config and a reload see
+        // the same mistake the daemon would refuse, with file and line.
+        for (field, addresses) in [
+            ("smtp_address", c.smtpAddress), ("submission_address", c.submissionAddress),
+            ("submission_over_tls_address", c.submissionOverTlsAddress),
+        ] {
+            for address in addresses where address != "systemd" {
+                if let problem = listeningAddressProblem(address) { throw fail(field, problem) }
+            }
+        }
+        if !c.monitoringAddress.isEmpty, let problem = listeningAddressProblem(c.monitoringAddress) {
+            throw fail("monitoring_address", problem)
+        }
         if c.mailLogPath.isEmpty { throw fail("mail_log_path", "must not be empty") }
+        // `<syslog` (a typo) would otherwise be a file of that name.
+        if c.mailLogPath.hasPrefix("<") && !["<syslog>", "<stdout>", "<stderr>"].contains(c.mailLogPath) {
+            throw fail(
+                "mail_log_path",
+                "unknown destination \"\(c.mailLogPath)\": use <syslog>, <stdout>, <stderr> or a file path")
+        }
+    }
+
+    /// Why `address` is not `host:port` (or `:port`, `[v6]:port`), or nil.
+    static func listeningAddressProblem(_ address: String) -> String? {
+        guard let endpoint = HostPort(address) else {
+            return "invalid listening address \"\(address)\": expected host:port with a port from 0 to 65535"
+        }
+        if endpoint.port == nil {
+            let example = endpoint.host.contains(":") ? "[\(endpoint.host)]:25" : "\(endpoint.host):25"
+            return "invalid listening address \"\(address)\": missing port (for example \"\(example)\")"
+        }
+        return nil
     }
 
     /// The whole file as text, or Go's `open <path>: <reason>`.

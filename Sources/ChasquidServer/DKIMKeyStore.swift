@@ -22,7 +22,7 @@ final class DKIMKeyStore: Sendable {
     func reload(domains: DomainSnapshot) throws(LoadError) {
         var loaded: [String: [DKIMKey]] = [:]
         for domain in domains.domains.values {
-            for result in DKIMKey.load(directory: domain.directory) {
+            for result in domain.directories.flatMap({ DKIMKey.load(directory: $0) }) {
                 switch result {
                 case .success(let key): loaded[domain.name, default: []].append(key)
                 case .failure(let error): throw LoadError(description: "DKIM key error: \(error)")

@@ -11,6 +11,7 @@ import DovecotAuth
 import DurableFiles
 import Foundation
 import GoCompat
+import GoErrors
 import Instrumentation
 import LocalDomains
 import Logging
@@ -62,6 +63,8 @@ public struct StartupError: Error, CustomStringConvertible {
 public final class Daemon: Sendable {
     public let options: DaemonOptions
     public let config: Config
+    /// Read again on SIGHUP, only to say what waits for a restart.
+    let configPath: String
     let logger: Logger
     let mailLog: MailLog
     let domains: LocalDomainStore
@@ -119,7 +122,7 @@ public final class Daemon: Sendable {
         do {
             config = try Configuration.load(path: configPath, overrides: options.configOverrides)
         } catch {
-            throw StartupError(description: "Error loading config: \(error)")
+            throw StartupError(description: "Error loading config: \(error.loadingDescription)")
         }
         guard FileManager.default.changeCurrentDirectoryPath(options.configDirectory) else {
             throw StartupError(description: "Error changing to config dir \(options.configDirectory)")
@@ -136,6 +139,7 @@ public final class Daemon: Sendable {
     public init(config: Config, options: DaemonOptions, logger: Logger, baseDirectory: String) async throws(StartupError) {
         self.options = options
         self.config = config
+        self.configPath = baseDirectory + "chasquid.conf"
         self.logger = logger
         let (shutdownDone, shutdownFinished) = AsyncStream<Void>.makeStream()
         self.shutdownDone = shutdownDone
@@ -184,11 +188,14 @@ public final class Daemon: Sendable {
         }
 
         do {
-            certificates = try CertificateStore(certsDirectory: path("certs/")) { logger.info("\($0)") }
+            certificates = try CertificateStore(certsDirectory: path("certs/"), hostname: config.hostname) {
+                logger.info("\($0)")
+            }
         } catch {
             throw StartupError(description: error.description)
         }
         for entry in certificates.entries { logger.info("Loaded certificate \(entry.directory) for \(entry.names)") }
+        logger.info("Clients without SNI get the certificate in \(certificates.defaultDirectory)")
 
         let rules = AliasRules(suffixSeparators: config.suffixSeparators, dropCharacters: config.dropCharacters)
         do {
@@ -201,10 +208,7 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error loading domains: \(error)")
         }
-        for domain in domains.snapshot.domains.values.sorted(by: { $0.name < $1.name }) {
-            let keyCount = dkimKeys.keys(for: domain.name).count
-            logger.info("  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases, \(keyCount) DKIM keys)")
-        }
+        for line in Self.describe(domains.snapshot, dkimKeys: dkimKeys) { logger.info("\(line)") }
 
         let resolverConfiguration: ResolverConfiguration
         do {
@@ -265,8 +269,14 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error setting up outgoing TLS: \(error)")
         }
+        let mda = MDACourier(binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs)
+        if let problem = mda.startProblem() {
+            // Not fatal: a site may deliver nothing locally. Local mail waits
+            // in the queue (a temporary failure) until this is fixed.
+            logger.error("Warning: \(problem): local deliveries will wait in the queue until it is fixed")
+        }
         let couriers = Couriers(
-            local: MDACourier(binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs),
+            local: mda,
             pipe: PipeCourier(),
             remote: remoteCourier)
         let giveUp = Duration.nanoseconds((try? GoDuration.parse(config.giveUpSendAfter)) ?? 72_000_000_000_000)
@@ -287,7 +297,8 @@ public final class Daemon: Sendable {
         }
 
         let hook = PostDataHook(
-            path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics)
+            path: workingDirectory + "/hooks/post-data", configDirectory: workingDirectory, metrics: metrics,
+            logger: logger)
         let queueForSpools = queue
         let dkim = DKIMStep(
             keys: { [dkimKeys] domain in dkimKeys.keys(for: domain) },
@@ -331,7 +342,9 @@ public final class Daemon: Sendable {
             monitoring = try await MonitoringServer.bind(
                 host: host, port: port, site: MonitoringSite(sources: sources), group: MultiThreadedEventLoopGroup.singleton)
         } catch {
-            throw StartupError(description: "Monitoring server failed: \(config.monitoringAddress): \(error)")
+            throw StartupError(
+                description: "Monitoring server failed: "
+                    + listenFailure(error, address: config.monitoringAddress, role: "monitoring"))
         }
         logger.info("Monitoring HTTP server listening on \(config.monitoringAddress)")
         return (metrics, traces, monitoring)
@@ -358,26 +371,27 @@ public final class Daemon: Sendable {
             let settings = ConnectionSettings(
                 mode: mode, hostname: config.hostname, maxDataSize: Int(config.maxDataSizeMb) * 1024 * 1024,
                 maxReceivedHeaders: options.maxReceivedHeaders, expectsProxyHeader: config.haproxyIncoming)
-            var sockets: [ListenSocket] = []
+            var sockets: [(ListenSocket, String?)] = []
             for address in addresses {
                 if address.isEmpty { throw StartupError(description: "Invalid empty listening address for \(mode.rawValue)") }
                 if address == "systemd" {
                     let fds = systemdSockets[systemdName] ?? []
                     if fds.isEmpty { logger.info("No systemd sockets for \(mode.rawValue)") }
-                    sockets += fds.map { .systemd(descriptor: $0) }
+                    sockets += fds.map { (.systemd(descriptor: $0), nil) }
                     continue
                 }
                 do {
-                    sockets.append(try ListenSocket(parsing: address))
+                    sockets.append((try ListenSocket(parsing: address), address))
                 } catch {
                     throw StartupError(description: "Error listening: \(error)")
                 }
             }
-            for socket in sockets {
-                listeners.append(
-                    Listener(
-                        socket: socket, settings: settings, certificates: certificates, policy: policy, sink: sink,
-                        logger: logger, mailLog: mailLog, registry: registry, metrics: metrics, traces: traces))
+            for (socket, address) in sockets {
+                var listener = Listener(
+                    socket: socket, settings: settings, certificates: certificates, policy: policy, sink: sink,
+                    logger: logger, mailLog: mailLog, registry: registry, metrics: metrics, traces: traces)
+                listener.configuredAddress = address
+                listeners.append(listener)
             }
         }
         return listeners
@@ -412,7 +426,8 @@ public final class Daemon: Sendable {
                 logger.info("Server listening on \(b.localAddress) (\(listener.settings.mode.rawValue))")
             } catch {
                 for b in bound { await b.stopAccepting() }
-                throw StartupError(description: "Error listening: \(listener.socket): \(error)")
+                throw StartupError(
+                    description: "Error listening: \(Self.listenFailure(error, listener: listener))")
             }
         }
         let rpcServer: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
@@ -455,9 +470,11 @@ public final class Daemon: Sendable {
                     await sts.refreshPeriodically(every: .seconds(600), timeout: .seconds(30))
                 }
                 tasks.addTask {
-                    await domains.reloadPeriodically(every: reloadEvery) { error in
-                        logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
-                    }
+                    await domains.reloadPeriodically(
+                        every: reloadEvery, onNewNote: { logger.info("Domains: \($0)") },
+                        onError: { error in
+                            logger.info("Error reloading users and aliases (keeping the previous ones): \(error)")
+                        })
                 }
             }
         }
@@ -515,6 +532,80 @@ public final class Daemon: Sendable {
             try certificates.reload { logger.info("\($0)") }
         } catch {
             logger.info("Error reloading certificates (keeping the previous ones): \(error)")
+        }
+        // What is in use now, whatever failed above.
+        for line in Self.describe(domains.snapshot, dkimKeys: dkimKeys) { logger.info("\(line)") }
+        for entry in certificates.entries { logger.info("Certificate \(entry.directory) for \(entry.names)") }
+        logger.info("Clients without SNI get the certificate in \(certificates.defaultDirectory)")
+        if let change = configurationChange() { logger.info("\(change)") }
+    }
+
+    /// Go's words for a failed bind (`listen tcp 127.0.0.1:25: bind: address
+    /// already in use`), with the listener's mode and, for a port the user
+    /// may not bind, what would allow it.
+    static func listenFailure(_ error: any Error, listener: Listener) -> String {
+        listenFailure(error, address: listener.configuredAddress ?? "\(listener.socket)", role: listener.settings.mode.rawValue)
+    }
+
+    static func listenFailure(_ error: any Error, address: String, role: String) -> String {
+        guard let io = error as? IOError else { return "\(address) (\(role)): \(error)" }
+        let operation = io.description.hasPrefix("listen(") ? "listen" : "bind"
+        var text = "listen tcp \(address) (\(role)): \(operation): \(goErrnoText(io.errnoCode))"
+        if io.errnoCode == EACCES {
+            text += " (ports below 1024 need root, CAP_NET_BIND_SERVICE, or sockets from systemd: docs/install.md)"
+        } else if io.errnoCode == EADDRINUSE {
+            text += " (another server, or another chasquid, is listening there)"
+        } else if io.errnoCode == EADDRNOTAVAIL {
+            text += " (no interface of this machine has that address)"
+        }
+        return text
+    }
+
+    /// The domains as loaded, one line each, after what was skipped or merged.
+    static func describe(_ snapshot: DomainSnapshot, dkimKeys: DKIMKeyStore) -> [String] {
+        snapshot.notes.map { "Domains: \($0)" }
+            + ["Domains: \(snapshot.domains.count) loaded"]
+            + snapshot.domains.values.sorted(by: { $0.name < $1.name }).map { domain in
+                let keyCount = dkimKeys.keys(for: domain.name).count
+                return "  \(domain.name) (\(domain.users.count) users, \(domain.aliases.count) aliases, \(keyCount) DKIM keys)"
+            }
+    }
+
+    /// SIGHUP reloads files, not chasquid.conf: when the file now says
+    /// something else, which fields wait for a restart (or why a restart
+    /// would fail); nil when it is unchanged.
+    func configurationChange() -> String? {
+        let fresh: Config
+        do {
+            fresh = try Configuration.load(path: configPath, overrides: options.configOverrides, hostname: config.hostname)
+        } catch {
+            return "chasquid.conf no longer loads, so a restart would fail (still running with the loaded one): \(error.loadingDescription)"
+        }
+        let changed = Self.changedFields(from: config, to: fresh)
+        if changed.isEmpty { return nil }
+        return "chasquid.conf changed (\(changed.joined(separator: ", "))): restart chasquid for that to take effect"
+    }
+
+    /// The fields whose rendered lines differ, in file order.
+    static func changedFields(from old: Config, to new: Config) -> [String] {
+        func fields(_ config: Config) -> [(String, [String])] {
+            var result: [(String, [String])] = []
+            for line in Configuration.render(config).split(separator: "\n") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                let key = line[..<colon].trimmingCharacters(in: .whitespaces)
+                if let index = result.firstIndex(where: { $0.0 == key }) {
+                    result[index].1.append(String(line))
+                } else {
+                    result.append((key, [String(line)]))
+                }
+            }
+            return result
+        }
+        let before = fields(old)
+        let after = fields(new)
+        let keys = (before.map(\.0) + after.map(\.0)).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        return keys.filter { key in
+            before.first(where: { $0.0 == key })?.1 != after.first(where: { $0.0 == key })?.1
         }
     }
 

@@ -60,6 +60,14 @@ struct LocalRPCServer: Sendable {
         }
     }
 
+    /// The address as RCPT takes it: the domain to Unicode, then a local
+    /// address normalised (`Dave@Example.ORG` is `dave@example.org`).
+    func normalized(_ address: String) -> String {
+        guard let unicode = try? Normalize.domainToUnicode(address) else { return address }
+        guard policy.isLocal(domain: Address.domain(of: unicode)) else { return unicode }
+        return (try? Normalize.address(unicode)) ?? unicode
+    }
+
     func respond(to line: String) async -> String {
         let (method, rest) = line.firstIndex(of: " ").map { (String(line[..<$0]), String(line[line.index(after: $0)...])) }
             ?? (line, "")
@@ -68,7 +76,7 @@ struct LocalRPCServer: Sendable {
         case "AliasResolve":
             guard let address = arguments.first("Address") else { return "500 missing Address" }
             do {
-                let recipients = try await policy.resolver().resolve(address)
+                let recipients = try await policy.resolver().resolve(normalized(address))
                 var values = FormValues()
                 for r in recipients { values.add(r.kind.rawValue, r.address) }
                 return "200 " + values.encoded()

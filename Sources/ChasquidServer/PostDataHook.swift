@@ -1,6 +1,8 @@
 import ChildProcess
 import Foundation
+import GoCompat
 import Instrumentation
+import Logging
 import SMTPCore
 
 /// `hooks/post-data` (COMPAT.md §10.1): runs after the DATA checks, before
@@ -11,11 +13,15 @@ public struct PostDataHook: Sendable {
     public var configDirectory: String
     public var timeout: Duration
     public var metrics: ServerMetrics
+    /// Where output that is not headers is reported (chasquid only counts it).
+    public var logger: Logger?
 
     public init(
-        path: String, configDirectory: String, timeout: Duration = .seconds(60), metrics: ServerMetrics = .discarding
+        path: String, configDirectory: String, timeout: Duration = .seconds(60), metrics: ServerMetrics = .discarding,
+        logger: Logger? = nil
     ) {
         self.metrics = metrics
+        self.logger = logger
         self.path = path
         self.configDirectory = configDirectory
         self.timeout = timeout
@@ -26,8 +32,8 @@ public struct PostDataHook: Sendable {
         case skipped
         /// Passed; these bytes (possibly empty) go on top of the message.
         case accepted(headers: [UInt8])
-        /// Passed, but its output was not headers; it is ignored.
-        case acceptedBadOutput
+        /// Passed, but its output (here) was not headers; it is ignored.
+        case acceptedBadOutput([UInt8])
         /// Refused, with this reply.
         case refused(Reply)
     }
@@ -87,7 +93,13 @@ public struct PostDataHook: Sendable {
         switch outcome {
         case .skipped: result = "skip"
         case .accepted: result = "success"
-        case .acceptedBadOutput: result = "badoutput"
+        case .acceptedBadOutput(let output):
+            result = "badoutput"
+            // Quoted and cut short: the hook may echo what a client sent.
+            let shown = goQuoted(String(decoding: output.prefix(200), as: UTF8.self))
+            logger?.info(
+                "post-data hook: output is not headers, so the message goes on without it (see docs/hooks.md): \(shown)\(output.count > 200 ? "..." : "")"
+            )
         case .refused(let reply): result = "fail"; Trace.current?.error("post-data hook refused: \(reply.code) \(reply.text)")
         }
         metrics.count(MetricCatalog.postDataHookResults, "post-data:" + result)
@@ -109,7 +121,7 @@ public struct PostDataHook: Sendable {
             let code = output.exitStatus == 20 ? 554 : 451
             return .refused(Reply(code, Self.lastCompleteLine(output.stdout) ?? "Post-data hook failed"))
         }
-        return Self.looksLikeHeaders(output.stdout) ? .accepted(headers: output.stdout) : .acceptedBadOutput
+        return Self.looksLikeHeaders(output.stdout) ? .accepted(headers: output.stdout) : .acceptedBadOutput(output.stdout)
     }
 
     /// The last line that ends in a newline.

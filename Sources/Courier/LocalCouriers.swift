@@ -1,11 +1,15 @@
 import Foundation
 import ChildProcess
 import GoCompat
+import GoErrors
 import Normalization
 
 /// Local delivery through the MDA (`mail_delivery_agent_bin` and `_args`,
 /// COMPAT.md §12.4): data in CRLF form on stdin, 30 s, exit 75 or a timeout
-/// is temporary, any other failure permanent.
+/// is temporary, any other exit permanent. An MDA that cannot be started
+/// (missing, not executable) is temporary: chasquid bounces at once, but a
+/// typo in the configuration must not lose mail; it waits in the queue
+/// until the admin fixes it (docs/queue.md).
 public struct MDACourier: Courier {
     public var binary: String
     public var arguments: [String]
@@ -41,6 +45,24 @@ public struct MDACourier: Courier {
         }.map(Character.init))
     }
 
+    /// Why the MDA could not be started now (missing, not executable by
+    /// this user), for a warning at start-up; nil when it can.
+    public func startProblem() -> String? {
+        let path = lookPath(binary)
+        if !path.contains("/") {
+            let searched = getenv("PATH").map { String(cString: $0) } ?? ""
+            return "mail_delivery_agent_bin \"\(binary)\" is not in $PATH (\(searched))"
+        }
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            return "mail_delivery_agent_bin \"\(path)\": \(goErrnoText(errno))"
+        }
+        if (info.st_mode & S_IFMT) != S_IFREG || access(path, X_OK) != 0 {
+            return "mail_delivery_agent_bin \"\(path)\" is not an executable file for this user"
+        }
+        return nil
+    }
+
     public func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         let output: ChildProcess.Output
         // The message streams to the MDA from the queue's file, in CRLF form.
@@ -56,7 +78,7 @@ public struct MDACourier: Courier {
                 stdin: .pieces(next: pieces.next, failed: { pieces.failed }),
                 mergeStderr: true, pool: .delivery, timeout: timeout)
         } catch {
-            return .permanent("MDA delivery failed: \(error)")
+            return .temporary("MDA delivery failed: \(error)")
         }
         // The MDA saw part of the message: whatever it did, try again.
         if let error = pieces.error { return .temporary("reading message data: \(error)") }
@@ -70,7 +92,8 @@ public struct MDACourier: Courier {
 }
 
 /// Pipe aliases (`alias: | command args`): the command split on whitespace,
-/// LF data on stdin, 30 s; every failure is permanent.
+/// LF data on stdin, 30 s; a command that ran and failed is permanent, one
+/// that could not be started is temporary (as for the MDA).
 public struct PipeCourier: Courier {
     public var timeout: Duration
 
@@ -96,7 +119,7 @@ public struct PipeCourier: Courier {
             // chasquid records Go's exec error alone (`exit status 1`).
             return .permanent(output.goErrorText)
         } catch {
-            return .permanent("\(error)")
+            return .temporary("\(error)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GoCompat
 import NIOCore
 
 /// Where and how the stub resolver asks: the servers of /etc/resolv.conf

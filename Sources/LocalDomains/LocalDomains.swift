@@ -9,8 +9,13 @@ import UserDatabase
 public struct LocalDomain: Sendable {
     /// The normalised name: the one addresses are compared against.
     public var name: String
-    /// The directory under `domains/` (the name as it is on disk).
+    /// The directory under `domains/` (the name as it is on disk) where
+    /// new users go: the one named exactly as the domain when there is one.
     public var directory: String
+    /// Every directory whose name normalises to this domain
+    /// (`Example.ORG` and `example.org`), `directory` last; their users,
+    /// aliases and DKIM keys are merged.
+    public var directories: [String]
     public var users: UserDatabase
     public var aliases: [String: [Recipient]]
 }
@@ -25,8 +30,12 @@ public struct DomainSnapshot: Sendable {
     /// Built once per reading: every RCPT and every queued message use it.
     public let allAliases: [String: [Recipient]]
 
-    public init(domains: [String: LocalDomain]) {
+    /// What the reading skipped or merged, one line each, for the log.
+    public let notes: [String]
+
+    public init(domains: [String: LocalDomain], notes: [String] = []) {
         self.domains = domains
+        self.notes = notes
         names = Set(domains.keys).union(["localhost"])
         allAliases = domains.values.reduce(into: [:]) { $0.merge($1.aliases) { _, new in new } }
     }
@@ -86,7 +95,11 @@ public enum DomainLoader {
             throw .unreadableDirectory(path: domainsDirectory, reason: error.description)
         }
         if entries.isEmpty { throw .empty(path: domainsDirectory) }
-        var domains: [String: LocalDomain] = [:]
+        let parent = domainsDirectory.hasSuffix("/") ? String(domainsDirectory.dropLast()) : domainsDirectory
+        var notes: [String] = []
+        // Normalised name → its directories, in listing order.
+        var variants: [(name: String, directories: [String])] = []
+        var variantIndex: [String: Int] = [:]
         for entry in entries {
             // Every name must normalise, files included; then files are skipped.
             let name: String
@@ -95,13 +108,49 @@ public enum DomainLoader {
             } catch {
                 throw .invalidName(entry, reason: error.description)
             }
-            let directory = (domainsDirectory.hasSuffix("/") ? String(domainsDirectory.dropLast()) : domainsDirectory) + "/" + entry
+            let directory = parent + "/" + entry
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
-            else { continue }
-            domains[name] = try loadDomain(name: name, directory: directory, rules: rules)
+            else {
+                notes.append("\(directory): not a directory, skipped")
+                continue
+            }
+            if let index = variantIndex[name] {
+                variants[index].directories.append(directory)
+            } else {
+                variantIndex[name] = variants.count
+                variants.append((name, [directory]))
+            }
         }
-        return DomainSnapshot(domains: domains)
+        var domains: [String: LocalDomain] = [:]
+        for (name, found) in variants {
+            // The exactly named directory is read last, so its users and
+            // aliases win over a variant's; it is also where user-add writes.
+            let exact = parent + "/" + name
+            let directories = found.filter { $0 != exact } + found.filter { $0 == exact }
+            var merged = try loadDomain(name: name, directory: directories[0], rules: rules)
+            for directory in directories.dropFirst() {
+                let more = try loadDomain(name: name, directory: directory, rules: rules)
+                // One line per pair of directories, however many users.
+                let both = merged.users.names.filter { more.users.exists($0) }
+                if !both.isEmpty {
+                    let shown = both.prefix(3).map { "\"\($0)\"" }.joined(separator: ", ") + (both.count > 3 ? ", ..." : "")
+                    notes.append(
+                        "\(name): \(both.count) user(s) in both \(merged.directory) and \(directory) (\(shown)); using \(directory)"
+                    )
+                }
+                merged.users.merge(more.users)
+                merged.aliases.merge(more.aliases) { _, new in new }
+                merged.directories.append(directory)
+                merged.directory = directory
+            }
+            if directories.count > 1 {
+                notes.append(
+                    "\(name): \(directories.joined(separator: " and ")) are the same domain; their users and aliases are merged")
+            }
+            domains[name] = merged
+        }
+        return DomainSnapshot(domains: domains, notes: notes)
     }
 
     static func loadDomain(name: String, directory: String, rules: AliasRules) throws(LocalDomainsError) -> LocalDomain {
@@ -126,7 +175,7 @@ public enum DomainLoader {
                 throw .aliases(error)
             }
         }
-        return LocalDomain(name: name, directory: directory, users: users, aliases: aliases)
+        return LocalDomain(name: name, directory: directory, directories: [directory], users: users, aliases: aliases)
     }
 }
 
@@ -149,16 +198,24 @@ public final class LocalDomainStore: Sendable {
     public var snapshot: DomainSnapshot { current.withLock { $0 } }
 
     /// Reads the users and aliases again, for the domains known at start-up
-    /// plus any new directory.
-    public func reload() throws(LocalDomainsError) {
+    /// plus any new directory. Returns the notes the previous reading did
+    /// not have (so a periodic reload logs a new skip or merge once).
+    @discardableResult
+    public func reload() throws(LocalDomainsError) -> [String] {
         let fresh = try DomainLoader.load(domainsDirectory: domainsDirectory, rules: rules)
-        current.withLock { $0 = fresh }
+        let previous = Set(
+            current.withLock { snapshot in
+                defer { snapshot = fresh }
+                return snapshot.notes
+            })
+        return fresh.notes.filter { !previous.contains($0) }
     }
 
     /// Reloads every `interval` until the task is cancelled. A failed reload
     /// is reported to `onError`, and the last good snapshot stays in use.
     public func reloadPeriodically(
         every interval: Duration = reloadInterval,
+        onNewNote: @Sendable (String) -> Void = { _ in },
         onError: @Sendable (LocalDomainsError) -> Void
     ) async {
         while !Task.isCancelled {
@@ -168,7 +225,7 @@ public final class LocalDomainStore: Sendable {
                 return
             }
             do {
-                try reload()
+                for note in try reload() { onNewNote(note) }
             } catch {
                 onError(error)
             }

@@ -5,6 +5,9 @@ import StreamSocket
 public struct LocalRPCClient: Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
         public var description: String
+        /// Nothing answers at the socket: the daemon is not running, or uses
+        /// another data_dir.
+        public var serverNotRunning = false
     }
 
     public static let socketName = "localrpc-v1"
@@ -40,7 +43,7 @@ public struct LocalRPCClient: Sendable {
             try connection.write(request)
             return try connection.readLine()
         } catch {
-            throw Failure(description: error.description)
+            throw Failure(description: error.description, serverNotRunning: error.nothingListening)
         }
     }
 }

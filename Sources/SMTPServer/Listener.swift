@@ -1,5 +1,5 @@
 import Instrumentation
-import DNS
+import GoCompat
 import Logging
 import MailLog
 import NIOCore
@@ -37,6 +37,9 @@ public struct ListenerError: Error, CustomStringConvertible {
 /// One listening socket and the connections it accepts.
 public struct Listener: Sendable {
     public var socket: ListenSocket
+    /// The address as chasquid.conf wrote it (`:25`), for messages; nil
+    /// for sockets from systemd.
+    public var configuredAddress: String?
     public var settings: ConnectionSettings
     public var certificates: CertificateStore?
     public var policy: any SessionPolicy

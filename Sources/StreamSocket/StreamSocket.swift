@@ -15,7 +15,12 @@ public final class StreamSocket {
     /// or directory`), since chasquid's messages are what admins grep for.
     public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
         public var description: String
-        public init(_ description: String) { self.description = description }
+        /// Set when nothing listens there: connect's ENOENT or ECONNREFUSED.
+        public var nothingListening = false
+        public init(_ description: String, nothingListening: Bool = false) {
+            self.description = description
+            self.nothingListening = nothingListening
+        }
     }
 
     public enum Network: String, Sendable {
@@ -119,7 +124,8 @@ public final class StreamSocket {
         }
         if started != 0 {
             guard errno == EINPROGRESS || errno == EAGAIN else {
-                throw Failure("\(dial): connect: \(goErrnoText(errno))")
+                throw Failure(
+                    "\(dial): connect: \(goErrnoText(errno))", nothingListening: errno == ENOENT || errno == ECONNREFUSED)
             }
             var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             let ready = poll(&poller, 1, Int32(milliseconds(timeout)))
@@ -127,7 +133,9 @@ public final class StreamSocket {
             var code: Int32 = 0
             var codeLength = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &codeLength)
-            guard code == 0 else { throw Failure("\(dial): connect: \(goErrnoText(code))") }
+            guard code == 0 else {
+                throw Failure("\(dial): connect: \(goErrnoText(code))", nothingListening: code == ECONNREFUSED)
+            }
         }
         _ = fcntl(fd, F_SETFL, flags)
         let millis = milliseconds(timeout)

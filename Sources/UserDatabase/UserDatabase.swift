@@ -63,9 +63,68 @@ public struct UserDatabase: Sendable {
         do {
             db.entries = try Userdb_ProtoDB(textFormatString: text).users
         } catch {
-            throw .malformed(path: path, reason: "\(error)")
+            throw .malformed(path: path, reason: Self.explain(error, in: text))
         }
         return db
+    }
+
+    /// The field names of the users file's messages (proto/userdb.proto).
+    static let fieldNames: Set<String> = [
+        "users", "key", "value", "scrypt", "plain", "denied", "logN", "r", "p", "keyLen", "salt", "encrypted", "password",
+    ]
+
+    /// swift-protobuf's error in words (`unknownField` is "unknown field"),
+    /// with the line and name of the first unknown field, since its errors
+    /// carry no position.
+    static func explain(_ error: any Error, in text: String) -> String {
+        let name = "\(error)"
+        var words = ""
+        for character in name {
+            if character.isUppercase { words += " " + character.lowercased() } else { words.append(character) }
+        }
+        if name == "unknownField", let (line, field) = firstUnknownField(in: text) {
+            return "line \(line): unknown field \"\(field)\" (expected: users { key: \"name\" value { scrypt { ... } } })"
+        }
+        return words
+    }
+
+    /// The first name used as a field (before `:`, `{` or `<`) that the
+    /// users file does not have, skipping strings and comments.
+    static func firstUnknownField(in text: String) -> (line: Int, name: String)? {
+        let bytes = Array(text.utf8)
+        var line = 1
+        var i = 0
+        func isNameStart(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A || b == 0x5F }
+        while i < bytes.count {
+            let b = bytes[i]
+            switch b {
+            case UInt8(ascii: "\n"):
+                line += 1
+                i += 1
+            case UInt8(ascii: "#"):
+                while i < bytes.count && bytes[i] != UInt8(ascii: "\n") { i += 1 }
+            case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                i += 1
+                while i < bytes.count && bytes[i] != b && bytes[i] != UInt8(ascii: "\n") {
+                    i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                i += 1
+            case _ where isNameStart(b):
+                let start = i
+                while i < bytes.count && (isNameStart(bytes[i]) || (0x30...0x39).contains(bytes[i])) { i += 1 }
+                let word = String(decoding: bytes[start..<i], as: UTF8.self)
+                var j = i
+                while j < bytes.count && (bytes[j] == 0x20 || bytes[j] == 0x09) { j += 1 }
+                if j < bytes.count && [UInt8(ascii: ":"), UInt8(ascii: "{"), UInt8(ascii: "<")].contains(bytes[j])
+                    && !fieldNames.contains(word)
+                {
+                    return (line, word)
+                }
+            default:
+                i += 1
+            }
+        }
+        return nil
     }
 
     /// Loads `path`; a missing file is an empty database, as the server treats it.
@@ -78,6 +137,15 @@ public struct UserDatabase: Sendable {
     }
 
     public var count: Int { entries.count }
+
+    /// The user names, sorted.
+    public var names: [String] { entries.keys.sorted() }
+
+    /// Adds `other`'s users (the daemon reading two directories of one
+    /// domain); a user in both takes `other`'s entry.
+    public mutating func merge(_ other: UserDatabase) {
+        entries.merge(other.entries) { _, new in new }
+    }
 
     /// True if `user` (normalised) is in the database, receive-only users included.
     public func exists(_ user: String) -> Bool { entries[user] != nil }

@@ -8,8 +8,11 @@
 //   mail_delivery_agent_bin: "/usr/local/bin/maildir-deliver"
 //   mail_delivery_agent_args: "/var/mail/%to_domain%/%to_user%"
 //
-// Exit 0: delivered. Exit 75 (EX_TEMPFAIL): a disk problem, try again later.
-// Exit 64 (EX_USAGE): no Maildir path given.
+// Exit 0: delivered. Exit 75 (EX_TEMPFAIL): a disk problem, try again later,
+// and also bad arguments (no Maildir path, an option, chasquid's default
+// `-f %from% -d %to_user%` left in mail_delivery_agent_args): a mistake in
+// the configuration keeps mail queued until it is fixed, where EX_USAGE
+// would bounce it. --help prints the usage and exits 0.
 
 import DurableFiles
 
@@ -33,8 +36,34 @@ func removingCRBeforeLF(_ bytes: [UInt8]) -> [UInt8] {
     return out
 }
 
-let arguments = Array(CommandLine.arguments.dropFirst())
-guard arguments.count == 1, !arguments[0].isEmpty else { fail("usage: maildir-deliver <maildir>", 64) }
+let usage = """
+    Usage: maildir-deliver <maildir>
+
+    Stores the message read on stdin in the Maildir <maildir> (created if
+    missing), synced to disk before it exits 0. Exit 75 (try again
+    later): a disk problem, or bad arguments, so that a mistake in
+    mail_delivery_agent_args keeps mail in chasquid's queue.
+
+    In chasquid.conf:
+      mail_delivery_agent_bin: "/usr/local/bin/maildir-deliver"
+      mail_delivery_agent_args: "/var/mail/%to_domain%/%to_user%"
+
+    A path that starts with "-" is given after "--", or as "./-name".
+
+    """
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+if arguments == ["--help"] || arguments == ["-help"] || arguments == ["-h"] {
+    _ = usage.withCString { write(STDOUT_FILENO, $0, strlen($0)) }
+    exit(0)
+}
+// An option is never a Maildir: `--help` once made a Maildir named so.
+if arguments.first == "--" {
+    arguments.removeFirst()
+} else if let option = arguments.first(where: { $0.hasPrefix("-") }) {
+    fail("unknown option \"\(option)\"\n\(usage)", 75)
+}
+guard arguments.count == 1, !arguments[0].isEmpty else { fail("expected one Maildir path\n\(usage)", 75) }
 let maildir = arguments[0]
 
 do {

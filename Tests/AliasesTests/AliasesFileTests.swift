@@ -71,6 +71,9 @@ import Testing
         ("a: x via b/ ", 1, "right-side: empty server in via list"),
         ("a: x via a//b", 1, "right-side: empty server in via list"),
         ("a: b, ♚", 1, "right-side: normalizing address"),
+        ("# support\nsupport: alice@", 2, "right-side: address \"alice@\" has no domain after the @"),
+        ("a: b, alice@ via mx.example", 1, "right-side: address \"alice@\" has no domain after the @"),
+        ("a: @example.com", 1, "right-side: address \"@example.com\" has no user before the @"),
     ])
     func malformedLinesNameTheFileAndLine(text: String, line: Int, message: String) {
         #expect {

@@ -184,6 +184,33 @@ import Testing
         }
     }
 
+    @Test(arguments: [
+        ("smtp_address: \"127.0.0.1\"", "smtp_address", "invalid listening address \"127.0.0.1\": missing port (for example \"127.0.0.1:25\")"),
+        ("submission_address: \"::1\"", "submission_address", "invalid listening address \"::1\": missing port (for example \"[::1]:25\")"),
+        ("submission_address: \"[::1]\"", "submission_address", "invalid listening address \"[::1]\": missing port (for example \"[::1]:25\")"),
+        ("submission_over_tls_address: \"127.0.0.1:25252525\"", "submission_over_tls_address",
+         "invalid listening address \"127.0.0.1:25252525\": expected host:port with a port from 0 to 65535"),
+        ("monitoring_address: \"[::1\"", "monitoring_address", "invalid listening address \"[::1\": expected host:port with a port from 0 to 65535"),
+        ("mail_log_path: \"<syslog\"", "mail_log_path", "unknown destination \"<syslog\": use <syslog>, <stdout>, <stderr> or a file path"),
+    ])
+    func listeningAddressesAndLogDestinationsAreChecked(line: String, field: String, message: String) {
+        #expect(throws: ConfigError(path: "", line: 2, field: field, message: message)) {
+            do {
+                _ = try load("hostname: \"x\"\n" + line + "\n")
+            } catch var error as ConfigError {
+                error.path = ""
+                throw error
+            }
+        }
+    }
+
+    @Test func goodAddressesAndDestinationsPass() throws {
+        let c = try load(
+            "smtp_address: [\":25\", \"systemd\", \"[::1]:2525\"]\nmonitoring_address: \"localhost:1099\"\n"
+                + "mail_log_path: \"<stderr>\"\n")
+        #expect(c.smtpAddress == [":25", "systemd", "[::1]:2525"])
+    }
+
     @Test func zeroQueueItemsFallsBackToTheDefault() throws {
         #expect(try load("max_queue_items: 0").maxQueueItems == 200)
     }

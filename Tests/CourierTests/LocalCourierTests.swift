@@ -116,11 +116,19 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(10))
     }
 
-    @Test func aMissingMDAIsPermanent() async {
-        let mda = MDACourier(binary: "/nonexistent/mda", arguments: [])
-        guard case .permanent = await mda.deliver(from: "s@x", to: "u@y", data: Array("x\n".utf8)) else {
-            Issue.record("expected a permanent failure")
-            return
+    /// A configuration mistake waits in the queue instead of bouncing.
+    @Test func anMDAThatCannotStartIsTemporary() async {
+        let dir = TempDir()
+        let notExecutable = dir.path + "/mda"
+        _ = FileManager.default.createFile(atPath: notExecutable, contents: Data("#!/bin/sh\n".utf8))
+        for binary in ["/nonexistent/mda", "no-such-mda-in-path", notExecutable] {
+            let result = await MDACourier(binary: binary, arguments: []).deliver(
+                from: "s@x", to: "u@y", data: Array("x\n".utf8))
+            guard case .temporary(let text) = result else {
+                Issue.record("\(binary): expected a temporary failure, got \(result)")
+                continue
+            }
+            #expect(text.hasPrefix("MDA delivery failed: fork/exec "), "\(text)")
         }
     }
 
@@ -165,6 +173,11 @@ import Testing
             Issue.record("an empty command is a permanent failure")
             return
         }
+    }
+
+    @Test func aPipeCommandThatCannotStartIsTemporary() async {
+        let result = await PipeCourier().deliver(from: "s@x", to: "/nonexistent/filter arg", data: Array("x\n".utf8))
+        #expect(result == .temporary("fork/exec /nonexistent/filter: no such file or directory"))
     }
 
     @Test func aBarePipeCommandIsLookedUpInPath() async throws {

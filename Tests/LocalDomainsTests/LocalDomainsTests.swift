@@ -46,6 +46,43 @@ let plainUser = #"users { key: "%@" value { plain { password: "pw" } } }"#
         #expect(try await !resolver.exists("bob@example.com"))
     }
 
+    /// `Example.ORG` (chasquid-util's name as typed) next to `example.org`:
+    /// one domain, both directories' users and aliases, the exactly named
+    /// one winning a conflict; each merge and skip noted (issue 19).
+    @Test func variantDirectoriesAreMergedAndNoted() async throws {
+        let dir = try makeConfigDirectory([
+            "Example.ORG/users": plainUser.replacingOccurrences(of: "%@", with: "dave"),
+            "Example.ORG/aliases": "sales: dave\ninfo: dave\n",
+            "example.org/aliases": "info: ana\n",
+            "example.org/users": #"users { key: "dave" value { plain { password: "new" } } }"#,
+            "README": "notes",
+        ])
+        let snapshot = try DomainLoader.load(domainsDirectory: dir, rules: AliasRules())
+        let domain = try #require(snapshot.domains["example.org"])
+        #expect(snapshot.domains.count == 1)
+        #expect(domain.directories == [dir + "/Example.ORG", dir + "/example.org"])
+        #expect(domain.directory == dir + "/example.org")
+        #expect(domain.users.authenticate(user: "dave", password: "new"))
+        #expect(!domain.users.authenticate(user: "dave", password: "pw"))
+        let resolver = snapshot.resolver(rules: AliasRules())
+        #expect(try await resolver.resolve("sales@example.org") == [Recipient("dave@example.org")])
+        #expect(try await resolver.resolve("info@example.org") == [Recipient("ana@example.org")])
+        #expect(
+            snapshot.notes == [
+                "\(dir)/README: not a directory, skipped",
+                "example.org: 1 user(s) in both \(dir)/Example.ORG and \(dir)/example.org (\"dave\"); using \(dir)/example.org",
+                "example.org: \(dir)/Example.ORG and \(dir)/example.org are the same domain; their users and aliases are merged",
+            ])
+    }
+
+    @Test func aReloadReportsOnlyNewNotes() throws {
+        let dir = try makeConfigDirectory(["example.com/": "", "README": "x"])
+        let store = try LocalDomainStore(domainsDirectory: dir, rules: AliasRules())
+        #expect(try store.reload() == [])
+        try "y".write(toFile: dir + "/NOTES", atomically: true, encoding: .utf8)
+        #expect(try store.reload() == ["\(dir)/NOTES: not a directory, skipped"])
+    }
+
     @Test func extraUserSourcesAreConsulted() async throws {
         let dir = try makeConfigDirectory(["example.com/": ""])
         let snapshot = try DomainLoader.load(domainsDirectory: dir, rules: AliasRules())

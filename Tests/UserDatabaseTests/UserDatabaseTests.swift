@@ -111,6 +111,25 @@ func temporaryDirectory() throws -> String {
         }
     }
 
+    /// An admin's typo is named with its line, in words (issue 19).
+    @Test func anUnknownFieldIsNamedWithItsLine() throws {
+        let dir = try temporaryDirectory()
+        let text = "# users\nusers {\n  key: \"a # not a comment: b\"\n  value {\n    plaintext { password: \"x\" }\n  }\n}\n"
+        try text.write(toFile: dir + "/users", atomically: true, encoding: .utf8)
+        #expect(
+            throws: UserDatabaseError.malformed(
+                path: dir + "/users",
+                reason: "line 5: unknown field \"plaintext\" (expected: users { key: \"name\" value { scrypt { ... } } })")
+        ) { try UserDatabase.load(path: dir + "/users") }
+        try "users { key: \"a\" value { scrypt { logN: x } } }".write(toFile: dir + "/users", atomically: true, encoding: .utf8)
+        #expect {
+            try UserDatabase.load(path: dir + "/users")
+        } throws: { error in
+            guard case .malformed(_, let reason) = error as! UserDatabaseError else { return false }
+            return reason.hasPrefix("malformed") && !reason.contains("Text")
+        }
+    }
+
     /// Written files stay readable by chasquid's strict Go parser: known
     /// field names only, zero values omitted, bytes escaped.
     @Test func serialisedFormIsConservative() throws {

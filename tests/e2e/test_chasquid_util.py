@@ -169,6 +169,22 @@ class TestUserAdd:
         assert (rc, out, err) == (0, "Creating database\nAdded user\n", "")
         assert (config_dir / "domains" / "Mixed.Example" / "users").is_file()
 
+    def test_an_existing_variant_directory_is_used(self, ours, config_dir):
+        # The directory the daemon reads for the domain (issue 19), not a
+        # second one under the name as typed.
+        (config_dir / "domains" / "mixed.example").mkdir(parents=True)
+        rc, out, err = run(ours, f"-C={config_dir}", "user-add", "u@Mixed.Example", "--password=pw")
+        directory = config_dir / "domains" / "mixed.example"
+        assert (rc, out, err) == (0, f'Using "{directory}" for domain "Mixed.Example"\nAdded user\n', "")
+        assert (directory / "users").is_file()
+        assert not (config_dir / "domains" / "Mixed.Example").exists()
+
+    def test_an_existing_directory_is_used_as_typed(self, ours, config_dir):
+        (config_dir / "domains" / "Mixed.Example").mkdir(parents=True)
+        rc, out, err = run(ours, f"-C={config_dir}", "user-add", "u@Mixed.Example", "--password=pw")
+        assert (rc, out, err) == (0, "Added user\n", "")
+        assert (config_dir / "domains" / "Mixed.Example" / "users").is_file()
+
     @pytest.mark.parametrize("user", ["bad user", "♚", "a\tb", "Ⅳ"])
     def test_invalid_name(self, ours, config_dir, user):
         rc, out, err = run(ours, f"-C={config_dir}", "user-add", f"{user}@example.com", "--password=pw")

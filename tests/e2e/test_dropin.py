@@ -109,7 +109,9 @@ def test_the_daemon_runs_unprivileged_and_serves_every_connection(srv):
 def test_missing_config_is_named_as_given(srv):
     (srv.config_dir / "chasquid.conf").unlink()
     out = start_fails(srv, config_dir="conf")
-    assert "Error loading config: open conf/chasquid.conf: no such file or directory" in out, out
+    # chasquid's words, as chasquid-util says them too.
+    assert ('Error loading config: failed to read config at "conf/chasquid.conf": '
+            "open conf/chasquid.conf: no such file or directory") in out, out
 
 
 def test_missing_and_empty_certs(srv):

@@ -149,14 +149,25 @@ def test_aliases_resolve_server_closes(ours, rpc_config, serve):
     assert err.startswith("Error resolving:")
 
 
-def test_relative_data_dir_is_relative_to_cwd(ours, config_dir, short_data_dir, serve):
-    # §17: chasquid-util does not chdir into the config dir.
-    (short_data_dir / "d").mkdir()
+def test_relative_data_dir_is_relative_to_the_config_dir(ours, short_data_dir, serve):
+    # As the daemon resolves it (issue 19; chasquid-util took it relative to
+    # the caller's cwd): the same socket from any directory.
+    config_dir = short_data_dir / "c"
+    (config_dir / "d").mkdir(parents=True)
     write_config(config_dir, 'hostname: "h"\ndata_dir: "d"\n')
-    server = serve("200 %28email%29=r%40r.com", data_dir=short_data_dir / "d")
-    rc, out, err = run(ours, f"-C={config_dir}", "aliases-resolve", "a@b.com", cwd=short_data_dir)
-    assert (rc, out, err) == (0, "(email)  r@r.com\n", "")
-    assert server.requests == [b"AliasResolve Address=a%40b.com\r\n"]
+    server = serve("200 %28email%29=r%40r.com", "200 %28email%29=r%40r.com", data_dir=config_dir / "d")
+    for cwd in ("/", short_data_dir):
+        rc, out, err = run(ours, f"-C={config_dir}", "aliases-resolve", "a@b.com", cwd=cwd)
+        assert (rc, out, err) == (0, "(email)  r@r.com\n", "")
+    assert server.requests == [b"AliasResolve Address=a%40b.com\r\n"] * 2
+
+
+def test_aliases_resolve_says_when_the_daemon_is_not_running(ours, rpc_config, short_data_dir):
+    rc, out, err = run(ours, f"-C={rpc_config}", "aliases-resolve", "a@b.com")
+    socket_path = f"{short_data_dir}/localrpc-v1"
+    assert (rc, out) == (1, "")
+    assert err == (f"Error resolving: is chasquid running? no server at {socket_path} "
+                   f"(dial unix {socket_path}: connect: no such file or directory)\n")
 
 
 def test_domaininfo_remove(ours, rpc_config, serve):

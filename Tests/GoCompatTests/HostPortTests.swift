@@ -1,6 +1,6 @@
 import Testing
 
-@testable import DNS
+@testable import GoCompat
 
 @Suite struct HostPortTests {
     @Test(arguments: [
