@@ -40,6 +40,9 @@ public struct DaemonOptions: Sendable {
     public var syslogTag = ""
     public var maxReceivedHeaders = SMTPDefaults.maxReceivedHeaders
     public var reloadEvery: Duration = .seconds(30)
+    /// The first delay after failed AUTH attempts (AuthThrottle); the
+    /// longest is 16 times it.
+    public var authDelay: Duration = .milliseconds(500)
     public var outgoingSMTPPort = 25
     /// The HTTPS port of MTA-STS policy hosts (tests only).
     public var stsPort = 443
@@ -255,7 +258,8 @@ public final class Daemon: Sendable {
         let aliasHook = ResolveHook(path: workingDirectory + "/hooks/alias-resolve", metrics: metrics)
         let policy = ServerPolicy(
             domains: domains, aliasHook: aliasHook, dovecot: dovecot, mailLog: mailLog,
-            spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics)
+            spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics,
+            authThrottle: AuthThrottle(settings: .init(baseDelay: options.authDelay)))
         self.policy = policy
         let domainStore = domains
         let environment = QueueEnvironment(

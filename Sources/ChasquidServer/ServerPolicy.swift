@@ -25,6 +25,8 @@ public struct ServerPolicy: SessionPolicy {
     /// Per-domain TLS levels, for the incoming downgrade check.
     let securityLevels: DomainInfoStore?
     let metrics: ServerMetrics
+    /// Failed AUTH attempts per client network and account; nil: no limit.
+    let authThrottle: AuthThrottle?
 
     /// How long one SPF check may take in all; RFC 7208 §4.6.4 asks for at
     /// least 20 seconds. Past it the result is temperror, which accepts.
@@ -32,9 +34,10 @@ public struct ServerPolicy: SessionPolicy {
 
     public init(
         domains: LocalDomainStore, aliasHook: ResolveHook?, dovecot: DovecotAuth? = nil, mailLog: MailLog, spf: SPFChecker?,
-        securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding
+        securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding, authThrottle: AuthThrottle? = nil
     ) {
         self.metrics = metrics
+        self.authThrottle = authThrottle
         self.domains = domains
         self.aliasHook = aliasHook
         self.dovecot = dovecot
@@ -70,7 +73,29 @@ public struct ServerPolicy: SessionPolicy {
         }
     }
 
-    public func authenticate(user: String, domain: String, password: String) async -> AuthCheck {
+    public func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck {
+        let account = domain.isEmpty ? user : user + "@" + domain
+        let ip = session.remoteIP ?? ""
+        if let authThrottle {
+            switch authThrottle.verdict(ip: ip, account: account) {
+            case .refuse:
+                authThrottle.failed(ip: ip, account: account)
+                Trace.current?.error("AUTH refused: too many failed attempts from \(AuthThrottle.network(ip))")
+                return .throttled
+            case .proceed(let delay):
+                if delay > .zero { try? await Task.sleep(for: delay) }
+            }
+        }
+        let verdict = await checkCredentials(user: user, domain: domain, password: password)
+        switch verdict {
+        case .accepted: authThrottle?.succeeded(account: account)
+        case .rejected: authThrottle?.failed(ip: ip, account: account)
+        case .backendFailed, .throttled: break
+        }
+        return verdict
+    }
+
+    private func checkCredentials(user: String, domain: String, password: String) async -> AuthCheck {
         // Every attempt takes about the same time, whatever its outcome, so
         // timing tells nothing about which users exist [SEC].
         let start = ContinuousClock.now

@@ -268,7 +268,7 @@ extension Session {
             authOutcome = (identity, false)
             return .reply(Reply(535, "5.7.8 Incorrect user or password"))
         }
-        switch await policy.authenticate(user: user, domain: domain, password: password) {
+        switch await policy.authenticate(user: user, domain: domain, password: password, session: info) {
         case .accepted:
             info.authenticatedAs = user + "@" + domain
             info.authenticatedUser = user
@@ -282,6 +282,10 @@ extension Session {
             // Logged as a failed attempt, as chasquid does.
             authOutcome = (user + "@" + domain, false)
             return .reply(Reply(454, "4.7.0 Temporary authentication failure"))
+        case .throttled:
+            // Logged as a failed attempt too, so fail2ban counts it.
+            authOutcome = (user + "@" + domain, false)
+            return .reply(Reply(454, "4.7.0 Too many failed authentication attempts, try again later"))
         }
     }
 }

@@ -19,8 +19,9 @@ public protocol SessionPolicy: Sendable {
     func isLocal(domain: String) -> Bool
     /// Does the local `address` exist (aliases, users, catch-all)?
     func recipientExists(_ address: String) async -> RecipientCheck
-    /// Checks credentials; `domain` may be empty.
-    func authenticate(user: String, domain: String, password: String) async -> AuthCheck
+    /// Checks credentials; `domain` may be empty. `session` says who asks
+    /// (failed attempts are counted per client).
+    func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck
     /// SPF and security-level checks on the sender (COMPAT.md §12.2 steps 6
     /// and 7).
     func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck
@@ -36,6 +37,8 @@ public enum AuthCheck: Equatable, Sendable {
     case accepted
     case rejected
     case backendFailed(String)
+    /// Not checked: this client failed too often lately.
+    case throttled
 }
 
 /// The verdict of the sender checks at MAIL FROM.

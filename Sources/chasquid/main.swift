@@ -25,6 +25,7 @@ var flags = GoFlags([
     .init("testing__outgoing_smtp_port", .string, "25", "port to use for outgoing SMTP connections, ONLY FOR TESTING"),
     .init("testing__max_received_headers", .int, "50", "max Received headers, ONLY FOR TESTING"),
     .init("testing__reload_every", .string, "30s", "how often to reload, ONLY FOR TESTING"),
+    .init("testing__auth_delay", .string, "500ms", "first delay after failed AUTH attempts, ONLY FOR TESTING"),
     .init("testing__dns_addr", .string, "", "DNS server address (host:port) instead of /etc/resolv.conf, ONLY FOR TESTING"),
     .init("testing__sts_port", .int, "443", "HTTPS port of MTA-STS policy hosts, ONLY FOR TESTING"),
 ])
@@ -59,6 +60,12 @@ if !(1...65535).contains(options.stsPort) {
 }
 options.flagsText = flags.debugText
 options.commandLine = CommandLine.arguments
+if let delay = ChasquidVersion.parseDuration(flags.string("testing__auth_delay")) {
+    options.authDelay = delay
+} else {
+    printError("invalid value \"\(flags.string("testing__auth_delay"))\" for flag -testing__auth_delay\n")
+    exit(2)
+}
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
     options.reloadEvery = every
 } else {

@@ -41,7 +41,7 @@ struct FakePolicy: SessionPolicy {
         return users.contains(address) ? .exists : .unknown
     }
 
-    func authenticate(user: String, domain: String, password: String) async -> AuthCheck {
+    func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck {
         log.record("auth \(user)|\(domain)|\(password)")
         if authBackendFails { return .backendFailed("dovecot unreachable") }
         return passwords["\(user)@\(domain)"] == password ? .accepted : .rejected

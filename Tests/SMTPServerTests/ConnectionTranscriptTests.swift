@@ -17,7 +17,7 @@ import Testing
 private struct TranscriptPolicy: SessionPolicy {
     func isLocal(domain: String) -> Bool { domain == "example.com" }
     func recipientExists(_ address: String) async -> RecipientCheck { address == "juan@example.com" ? .exists : .unknown }
-    func authenticate(user: String, domain: String, password: String) async -> AuthCheck { .rejected }
+    func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck { .rejected }
     func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck { .accepted }
 }
 

@@ -13,7 +13,7 @@ import Testing
 private struct NoDomainsPolicy: SessionPolicy {
     func isLocal(domain: String) -> Bool { false }
     func recipientExists(_ address: String) async -> RecipientCheck { .unknown }
-    func authenticate(user: String, domain: String, password: String) async -> AuthCheck { .rejected }
+    func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck { .rejected }
     func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck { .accepted }
 }
 

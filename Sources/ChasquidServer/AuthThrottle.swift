@@ -1,0 +1,141 @@
+import DNS
+import Synchronization
+
+/// Failed AUTH attempts, counted per client network (an IPv4 address, an
+/// IPv6 /64, since one host has a whole /64) and per account [SEC].
+///
+/// Past `freeFailures`, each failure delays the next attempts from that
+/// network and on that account: `baseDelay`, doubling per failure, at most
+/// `maxDelay`. A network
+/// that fails `maxFailures` times, each within `window` of the last, is
+/// refused (454) until `lockout` has passed since its last failure. An
+/// account is only ever delayed, never refused, so its owner logs in from
+/// elsewhere while someone guesses its password. Loopback clients (webmail
+/// on this machine, speaking for many users) are counted per account only,
+/// as fail2ban ignores them by default.
+///
+/// chasquid has no such limit: only the per-connection error budget, which
+/// a client escapes by reconnecting (docs/security.md).
+public final class AuthThrottle: Sendable {
+    public struct Settings: Sendable {
+        public var maxFailures = 10
+        /// Typing mistakes: failures without any delay.
+        public var freeFailures = 3
+        public var window: Duration = .seconds(600)
+        public var lockout: Duration = .seconds(900)
+        public var baseDelay: Duration = .milliseconds(500)
+        public var maxDelay: Duration = .seconds(8)
+        /// Records kept before old ones are dropped, so guessing from many
+        /// addresses cannot grow memory without bound.
+        public var maxRecords = 10_000
+
+        public init() {}
+
+        /// The defaults, with the first delay given and the longest 16 times it.
+        public init(baseDelay: Duration) {
+            self.baseDelay = baseDelay
+            maxDelay = baseDelay * 16
+        }
+    }
+
+    public enum Verdict: Equatable, Sendable {
+        /// Check the password, after waiting this long (zero: at once).
+        case proceed(delay: Duration)
+        /// Do not check: the network failed too often.
+        case refuse
+    }
+
+    struct Record {
+        var failures: Int
+        var last: ContinuousClock.Instant
+    }
+
+    public let settings: Settings
+    private let now: @Sendable () -> ContinuousClock.Instant
+    private let records = Mutex<[String: Record]>([:])
+
+    public init(settings: Settings = Settings(), now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+        self.settings = settings
+        self.now = now
+    }
+
+    /// What to do with an attempt from `ip` as `account` (`user@domain`).
+    public func verdict(ip: String, account: String) -> Verdict {
+        let now = now()
+        let networkKey = Self.networkKey(ip)
+        return records.withLock { records in
+            let network = networkKey.flatMap { current(records[$0], now: now) }
+            let user = current(records["user " + account], now: now)
+            if let network, network.failures >= settings.maxFailures, now - network.last < settings.lockout {
+                return .refuse
+            }
+            let failures = max(network?.failures ?? 0, user?.failures ?? 0)
+            return .proceed(delay: delay(afterFailures: failures))
+        }
+    }
+
+    /// How many networks and accounts are remembered (tests).
+    var recordCount: Int { records.withLock { $0.count } }
+
+    /// A failed attempt (a wrong password, or a refused one).
+    public func failed(ip: String, account: String) {
+        let now = now()
+        records.withLock { records in
+            if records.count >= settings.maxRecords { prune(&records, now: now) }
+            for key in [Self.networkKey(ip), "user " + account].compactMap({ $0 }) {
+                let previous = current(records[key], now: now)?.failures ?? 0
+                records[key] = Record(failures: previous + 1, last: now)
+            }
+        }
+    }
+
+    /// A correct password: the account's count starts again. The network's
+    /// does not, or one good account would reset a guesser's count.
+    public func succeeded(account: String) {
+        _ = records.withLock { $0.removeValue(forKey: "user " + account) }
+    }
+
+    /// Failures still counting: the last one within the window, or a
+    /// lockout still running.
+    private func current(_ record: Record?, now: ContinuousClock.Instant) -> Record? {
+        guard let record else { return nil }
+        let keep = record.failures >= settings.maxFailures ? max(settings.window, settings.lockout) : settings.window
+        return now - record.last < keep ? record : nil
+    }
+
+    private func delay(afterFailures failures: Int) -> Duration {
+        let counted = failures - settings.freeFailures
+        guard counted > 0 else { return .zero }
+        var delay = settings.baseDelay
+        for _ in 1..<min(counted, 16) where delay < settings.maxDelay { delay *= 2 }
+        return min(delay, settings.maxDelay)
+    }
+
+    /// The network's record key; nil for loopback.
+    static func networkKey(_ ip: String) -> String? {
+        if let address = IPAddress(ip)?.unmapped,
+            address.isIPv4 ? address.bytes[0] == 127 : address.bytes == Array(repeating: 0, count: 15) + [1]
+        {
+            return nil
+        }
+        return "net " + network(ip)
+    }
+
+    private func prune(_ records: inout [String: Record], now: ContinuousClock.Instant) {
+        records = records.filter { current($0.value, now: now) != nil }
+        // Still full: keep the most recent half.
+        if records.count >= settings.maxRecords {
+            let kept = records.sorted { $0.value.last > $1.value.last }.prefix(settings.maxRecords / 2)
+            records = Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
+        }
+    }
+
+    /// The address for IPv4 (an IPv4-mapped IPv6 address as IPv4), the
+    /// first 64 bits for IPv6.
+    static func network(_ ip: String) -> String {
+        guard let address = IPAddress(ip)?.unmapped else { return ip }
+        if address.isIPv4 { return "\(address)" }
+        let prefix = IPAddress(bytes: Array(address.bytes.prefix(8)) + Array(repeating: 0, count: 8)) ?? address
+        return "\(prefix)/64"
+    }
+}

@@ -1,0 +1,85 @@
+import Synchronization
+import Testing
+
+@testable import ChasquidServer
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    var now: ContinuousClock.Instant { instant.withLock { $0 } }
+    func advance(_ by: Duration) { instant.withLock { $0 += by } }
+}
+
+@Suite struct AuthThrottleTests {
+    let clock = ManualClock()
+    var throttle: AuthThrottle { AuthThrottle(now: { [clock] in clock.now }) }
+
+    @Test func typingMistakesAreFreeThenTheDelayDoublesToItsCap() {
+        let throttle = self.throttle
+        var delays: [Duration] = []
+        for _ in 0..<9 {
+            guard case .proceed(let delay) = throttle.verdict(ip: "192.0.2.1", account: "a@x") else {
+                Issue.record("refused too early")
+                return
+            }
+            delays.append(delay)
+            throttle.failed(ip: "192.0.2.1", account: "a@x")
+        }
+        #expect(delays == [0, 0, 0, 0, 0.5, 1, 2, 4, 8].map { Duration.milliseconds(Int($0 * 1000)) })
+    }
+
+    @Test func aNetworkIsRefusedAfterTenFailuresUntilTheLockoutEnds() {
+        let throttle = self.throttle
+        // One /64: each address a different account, as a guesser would.
+        for i in 0..<10 { throttle.failed(ip: "2001:db8:1:2::\(i + 1)", account: "u\(i)@x") }
+        #expect(throttle.verdict(ip: "2001:db8:1:2:ffff::9", account: "new@x") == .refuse)
+        #expect(throttle.verdict(ip: "::ffff:192.0.2.1", account: "new@x") == .proceed(delay: .zero))
+        #expect(throttle.verdict(ip: "2001:db8:1:3::1", account: "new@x") == .proceed(delay: .zero))
+        clock.advance(.seconds(899))
+        #expect(throttle.verdict(ip: "2001:db8:1:2::1", account: "new@x") == .refuse)
+        clock.advance(.seconds(2))
+        #expect(throttle.verdict(ip: "2001:db8:1:2::1", account: "new@x") == .proceed(delay: .zero))
+    }
+
+    @Test func anAccountIsDelayedButNeverRefusedAndItsOwnerResetsIt() {
+        let throttle = self.throttle
+        for i in 0..<30 { throttle.failed(ip: "198.51.100.\(i + 1)", account: "boss@x") }
+        // Its owner, from a clean address: slowed, not refused.
+        #expect(throttle.verdict(ip: "203.0.113.7", account: "boss@x") == .proceed(delay: .seconds(8)))
+        throttle.succeeded(account: "boss@x")
+        #expect(throttle.verdict(ip: "203.0.113.7", account: "boss@x") == .proceed(delay: .zero))
+    }
+
+    @Test func failuresOlderThanTheWindowAreForgotten() {
+        let throttle = self.throttle
+        for _ in 0..<9 {
+            throttle.failed(ip: "192.0.2.1", account: "a@x")
+            clock.advance(.seconds(601))
+        }
+        #expect(throttle.verdict(ip: "192.0.2.1", account: "a@x") == .proceed(delay: .zero))
+    }
+
+    @Test func loopbackIsCountedPerAccountOnly() {
+        let throttle = self.throttle
+        for i in 0..<50 {
+            throttle.failed(ip: "127.0.0.1", account: "u\(i)@x")
+            throttle.failed(ip: "::1", account: "v\(i)@x")
+        }
+        #expect(throttle.verdict(ip: "127.0.0.1", account: "other@x") == .proceed(delay: .zero))
+        #expect(throttle.verdict(ip: "::1", account: "u1@x") == .proceed(delay: .zero))
+    }
+
+    @Test func recordsStayBounded() {
+        var settings = AuthThrottle.Settings()
+        settings.maxRecords = 100
+        let throttle = AuthThrottle(settings: settings, now: { [clock] in clock.now })
+        for i in 0..<1000 {
+            throttle.failed(ip: "10.0.\(i / 256).\(i % 256)", account: "u\(i)@x")
+            clock.advance(.milliseconds(1))
+        }
+        #expect(throttle.recordCount <= 100)
+        // The most recent are kept.
+        for _ in 0..<9 { throttle.failed(ip: "10.0.3.231", account: "last@x") }
+        #expect(throttle.verdict(ip: "10.0.3.231", account: "z@x") == .refuse)
+    }
+}

@@ -1,0 +1,100 @@
+"""Abuse limits against a real daemon (issue 18): each client's abuse is
+performed, then a normal client is checked to be still served.
+
+Clients other than loopback come in through the PROXY protocol
+(`haproxy_incoming`), which gives the daemon any source address we like,
+IPv6 networks included, with the header written here by hand.
+"""
+
+import base64
+import smtplib
+import socket
+
+import pytest
+
+import server as S
+from server import ChasquidServer
+from smtpraw import no_verify_context
+
+
+class ProxiedSMTP(smtplib.SMTP_SSL):
+    """Implicit TLS submission from `source`, as HAProxy would announce it."""
+
+    def __init__(self, srv, source):
+        self.source = source
+        super().__init__("127.0.0.1", srv.tls_port, local_hostname="client.test",
+                         context=no_verify_context(), timeout=60)
+
+    def _get_socket(self, host, port, timeout):
+        raw = socket.create_connection((host, port), timeout)
+        family = "TCP6" if ":" in self.source else "TCP4"
+        destination = "::1" if family == "TCP6" else "127.0.0.1"
+        raw.sendall(f"PROXY {family} {self.source} {destination} 40000 465\r\n".encode())
+        return self.context.wrap_socket(raw, server_hostname=host)
+
+
+def plain(user, password):
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def auth(srv, source, user, password):
+    """The reply code to one AUTH PLAIN from `source`, on a new connection
+    (smtplib's login would try LOGIN after a failed PLAIN: two attempts)."""
+    with ProxiedSMTP(srv, source) as c:
+        c.ehlo()
+        return c.docmd("AUTH", "PLAIN " + plain(user, password))[0]
+
+
+@pytest.fixture
+def srv():
+    # 20 ms first delay (500 ms in production), so the growing delays of a
+    # guessing run stay short here.
+    s = ChasquidServer(extra_conf="haproxy_incoming: true", flags=["-testing__auth_delay=20ms"])
+    s.start()
+    yield s
+    s.cleanup()
+
+
+def test_a_guessing_network_is_refused_and_others_still_log_in(srv):
+    # Ten wrong passwords from one IPv6 /64, each on a fresh connection and
+    # for another account, as a guesser escaping the per-connection limit.
+    for i in range(10):
+        assert auth(srv, f"2001:db8:1:2::{i + 1}", f"guess{i}@example.com", "nope") == 535
+    # The whole /64 is refused now, even with the right password...
+    with ProxiedSMTP(srv, "2001:db8:1:2:aaaa::1") as c:
+        c.ehlo()
+        assert c.docmd("AUTH", "PLAIN " + plain(S.USER, S.PASSWORD)) == (
+            454, b"4.7.0 Too many failed authentication attempts, try again later")
+    # ...and logged as a failed attempt for fail2ban.
+    srv.wait_for_log("[2001:db8:1:2:aaaa::1]:40000 auth failed for user@example.com")
+    assert ("SMTP.Conn [2001:db8:1:2:aaaa::1]:40000: error: AUTH failed: 454  4.7.0 Too many failed "
+            "authentication attempts, try again later") in srv.stderr()
+    # Another network, and IPv4, are served.
+    assert auth(srv, "2001:db8:1:3::1", S.USER, S.PASSWORD) == 235
+    assert auth(srv, "192.0.2.10", S.USER, S.PASSWORD) == 235
+
+
+def test_an_attacked_account_still_logs_in_from_elsewhere(srv):
+    # Wrong passwords for one account from many networks: it is slowed
+    # down, never locked.
+    for i in range(12):
+        assert auth(srv, f"198.51.100.{i + 1}", S.USER, "wrong") == 535
+    assert auth(srv, "203.0.113.5", S.USER, S.PASSWORD) == 235
+    # Its count starts again after that.
+    assert auth(srv, "203.0.113.6", S.USER, S.PASSWORD) == 235
+
+
+def test_loopback_clients_are_not_locked_out():
+    # Webmail on this machine speaks for many users from 127.0.0.1.
+    srv_plain = ChasquidServer(flags=["-testing__auth_delay=20ms"])
+    try:
+        srv_plain.start()
+        for i in range(12):
+            with smtplib.SMTP_SSL("127.0.0.1", srv_plain.tls_port, context=no_verify_context(),
+                                  timeout=60) as c:
+                c.ehlo()
+                assert c.docmd("AUTH", "PLAIN " + plain(f"other{i}@example.com", "wrong"))[0] == 535
+        with smtplib.SMTP_SSL("127.0.0.1", srv_plain.tls_port, context=no_verify_context(), timeout=60) as c:
+            c.login(S.USER, S.PASSWORD)
+    finally:
+        srv_plain.cleanup()
