@@ -69,7 +69,11 @@ public enum Configuration {
         "haproxy_incoming": .bool,
         "max_queue_items": .uint32,
         "give_up_send_after": .string,
+        "auth_failure_limit": .uint32,
     ]
+
+    /// `auth_failure_limit` when the file does not set it.
+    public static let defaultAuthFailureLimit: UInt32 = 10
 
     public static let defaultMaxQueueItems: UInt32 = 200
     public static let defaultGiveUpSendAfter = "20h"
@@ -136,6 +140,8 @@ public enum Configuration {
         if layer.haproxyIncoming { c.haproxyIncoming = true }
         if layer.maxQueueItems > 0 { c.maxQueueItems = layer.maxQueueItems }
         if !layer.giveUpSendAfter.isEmpty { c.giveUpSendAfter = layer.giveUpSendAfter }
+        // Ours: present counts, so 0 turns it off.
+        if layer.hasAuthFailureLimit { c.authFailureLimit = layer.authFailureLimit }
         return c
     }
 

@@ -126,6 +126,18 @@ public nonisolated struct Config: @unchecked Sendable {
     set {_uniqueStorage()._giveUpSendAfter = newValue}
   }
 
+  /// Failed AUTH attempts from one client network before it is refused for
+  /// 15 minutes (docs/security.md); 0 turns the limit and its delays off.
+  /// Unset: 10.
+  public var authFailureLimit: UInt32 {
+    get {_storage._authFailureLimit ?? 0}
+    set {_uniqueStorage()._authFailureLimit = newValue}
+  }
+  /// Returns true if `authFailureLimit` has been explicitly set.
+  public var hasAuthFailureLimit: Bool {_storage._authFailureLimit != nil}
+  /// Clears the value of `authFailureLimit`. Subsequent reads from it will return its default value.
+  public mutating func clearAuthFailureLimit() {_uniqueStorage()._authFailureLimit = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -137,7 +149,7 @@ public nonisolated struct Config: @unchecked Sendable {
 
 nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = "Config"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0\u{4}V\u{f}auth_failure_limit\0")
 
   fileprivate class _StorageClass {
     var _hostname: String = String()
@@ -158,6 +170,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
     var _haproxyIncoming: Bool = false
     var _maxQueueItems: UInt32 = 0
     var _giveUpSendAfter: String = String()
+    var _authFailureLimit: UInt32? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -186,6 +199,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       _haproxyIncoming = source._haproxyIncoming
       _maxQueueItems = source._maxQueueItems
       _giveUpSendAfter = source._giveUpSendAfter
+      _authFailureLimit = source._authFailureLimit
     }
   }
 
@@ -222,6 +236,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         case 16: try { try decoder.decodeSingularBoolField(value: &_storage._haproxyIncoming) }()
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxQueueItems) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._giveUpSendAfter) }()
+        case 1000: try { try decoder.decodeSingularUInt32Field(value: &_storage._authFailureLimit) }()
         default: break
         }
       }
@@ -288,6 +303,9 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       if !_storage._giveUpSendAfter.isEmpty {
         try visitor.visitSingularStringField(value: _storage._giveUpSendAfter, fieldNumber: 18)
       }
+      try { if let v = _storage._authFailureLimit {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1000)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -315,6 +333,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         if _storage._haproxyIncoming != rhs_storage._haproxyIncoming {return false}
         if _storage._maxQueueItems != rhs_storage._maxQueueItems {return false}
         if _storage._giveUpSendAfter != rhs_storage._giveUpSendAfter {return false}
+        if _storage._authFailureLimit != rhs_storage._authFailureLimit {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -259,7 +259,7 @@ public final class Daemon: Sendable {
         let policy = ServerPolicy(
             domains: domains, aliasHook: aliasHook, dovecot: dovecot, mailLog: mailLog,
             spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics,
-            authThrottle: AuthThrottle(settings: .init(baseDelay: options.authDelay)))
+            authThrottle: Self.authThrottle(config: config, options: options))
         self.policy = policy
         let domainStore = domains
         let environment = QueueEnvironment(
@@ -542,6 +542,15 @@ public final class Daemon: Sendable {
         for entry in certificates.entries { logger.info("Certificate \(entry.directory) for \(entry.names)") }
         logger.info("Clients without SNI get the certificate in \(certificates.defaultDirectory)")
         if let change = configurationChange() { logger.info("\(change)") }
+    }
+
+    /// `auth_failure_limit` (0: none) with the test flag's delay.
+    static func authThrottle(config: Config, options: DaemonOptions) -> AuthThrottle? {
+        let limit = config.hasAuthFailureLimit ? config.authFailureLimit : Configuration.defaultAuthFailureLimit
+        guard limit > 0 else { return nil }
+        var settings = AuthThrottle.Settings(baseDelay: options.authDelay)
+        settings.maxFailures = Int(limit)
+        return AuthThrottle(settings: settings)
     }
 
     /// Go's words for a failed bind (`listen tcp 127.0.0.1:25: bind: address

@@ -211,6 +211,20 @@ import Testing
         #expect(c.smtpAddress == [":25", "systemd", "[::1]:2525"])
     }
 
+    /// Our own field: present counts, so 0 is kept (it turns the limit off).
+    @Test func authFailureLimitIsKeptEvenAtZero() throws {
+        #expect(try !load("hostname: \"x\"\n").hasAuthFailureLimit)
+        let off = try load("auth_failure_limit: 0\n")
+        #expect(off.hasAuthFailureLimit && off.authFailureLimit == 0)
+        #expect(try load("auth_failure_limit: 3\n").authFailureLimit == 3)
+        #expect(Configuration.render(off).contains("auth_failure_limit: 0"))
+        #expect {
+            try load("auth_failure_limit: -1\n")
+        } throws: { error in
+            (error as! ConfigError).field == "auth_failure_limit"
+        }
+    }
+
     @Test func zeroQueueItemsFallsBackToTheDefault() throws {
         #expect(try load("max_queue_items: 0").maxQueueItems == 200)
     }

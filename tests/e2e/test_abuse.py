@@ -98,3 +98,17 @@ def test_loopback_clients_are_not_locked_out():
             c.login(S.USER, S.PASSWORD)
     finally:
         srv_plain.cleanup()
+
+
+@pytest.mark.parametrize("limit,refused_after", [(0, None), (3, 3)])
+def test_auth_failure_limit_sets_or_turns_off_the_limit(limit, refused_after):
+    srv = ChasquidServer(extra_conf=f"haproxy_incoming: true\nauth_failure_limit: {limit}",
+                         flags=["-testing__auth_delay=20ms"])
+    try:
+        srv.start()
+        codes = [auth(srv, "192.0.2.77", f"guess{i}@example.com", "nope") for i in range(12)]
+        expected = [535] * 12 if refused_after is None else [535] * refused_after + [454] * (12 - refused_after)
+        assert codes == expected
+        assert auth(srv, "192.0.2.77", S.USER, S.PASSWORD) == (235 if refused_after is None else 454)
+    finally:
+        srv.cleanup()
