@@ -70,7 +70,12 @@ public enum Configuration {
         "max_queue_items": .uint32,
         "give_up_send_after": .string,
         "auth_failure_limit": .uint32,
+        "max_connections": .uint32,
+        "max_connections_per_ip": .uint32,
     ]
+
+    /// `max_connections_per_ip` when the file does not set it.
+    public static let defaultMaxConnectionsPerIP: UInt32 = 50
 
     /// `auth_failure_limit` when the file does not set it.
     public static let defaultAuthFailureLimit: UInt32 = 10
@@ -142,6 +147,8 @@ public enum Configuration {
         if !layer.giveUpSendAfter.isEmpty { c.giveUpSendAfter = layer.giveUpSendAfter }
         // Ours: present counts, so 0 turns it off.
         if layer.hasAuthFailureLimit { c.authFailureLimit = layer.authFailureLimit }
+        if layer.hasMaxConnections { c.maxConnections = layer.maxConnections }
+        if layer.hasMaxConnectionsPerIp { c.maxConnectionsPerIp = layer.maxConnectionsPerIp }
         return c
     }
 

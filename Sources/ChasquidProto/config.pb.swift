@@ -138,6 +138,29 @@ public nonisolated struct Config: @unchecked Sendable {
   /// Clears the value of `authFailureLimit`. Subsequent reads from it will return its default value.
   public mutating func clearAuthFailureLimit() {_uniqueStorage()._authFailureLimit = nil}
 
+  /// Connections held at once over all listeners; past it, a new client gets
+  /// 421 4.7.0 and is closed. 0: no limit. Unset: 90% of the open-files
+  /// limit.
+  public var maxConnections: UInt32 {
+    get {_storage._maxConnections ?? 0}
+    set {_uniqueStorage()._maxConnections = newValue}
+  }
+  /// Returns true if `maxConnections` has been explicitly set.
+  public var hasMaxConnections: Bool {_storage._maxConnections != nil}
+  /// Clears the value of `maxConnections`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxConnections() {_uniqueStorage()._maxConnections = nil}
+
+  /// Connections held at once from one client network (an IPv4 address, an
+  /// IPv6 /64; loopback is not limited). 0: no limit. Unset: 50.
+  public var maxConnectionsPerIp: UInt32 {
+    get {_storage._maxConnectionsPerIp ?? 0}
+    set {_uniqueStorage()._maxConnectionsPerIp = newValue}
+  }
+  /// Returns true if `maxConnectionsPerIp` has been explicitly set.
+  public var hasMaxConnectionsPerIp: Bool {_storage._maxConnectionsPerIp != nil}
+  /// Clears the value of `maxConnectionsPerIp`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxConnectionsPerIp() {_uniqueStorage()._maxConnectionsPerIp = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -149,7 +172,7 @@ public nonisolated struct Config: @unchecked Sendable {
 
 nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = "Config"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0\u{4}V\u{f}auth_failure_limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0\u{4}V\u{f}auth_failure_limit\0\u{3}max_connections\0\u{3}max_connections_per_ip\0")
 
   fileprivate class _StorageClass {
     var _hostname: String = String()
@@ -171,6 +194,8 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
     var _maxQueueItems: UInt32 = 0
     var _giveUpSendAfter: String = String()
     var _authFailureLimit: UInt32? = nil
+    var _maxConnections: UInt32? = nil
+    var _maxConnectionsPerIp: UInt32? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -200,6 +225,8 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       _maxQueueItems = source._maxQueueItems
       _giveUpSendAfter = source._giveUpSendAfter
       _authFailureLimit = source._authFailureLimit
+      _maxConnections = source._maxConnections
+      _maxConnectionsPerIp = source._maxConnectionsPerIp
     }
   }
 
@@ -237,6 +264,8 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxQueueItems) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._giveUpSendAfter) }()
         case 1000: try { try decoder.decodeSingularUInt32Field(value: &_storage._authFailureLimit) }()
+        case 1001: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxConnections) }()
+        case 1002: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxConnectionsPerIp) }()
         default: break
         }
       }
@@ -306,6 +335,12 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       try { if let v = _storage._authFailureLimit {
         try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1000)
       } }()
+      try { if let v = _storage._maxConnections {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1001)
+      } }()
+      try { if let v = _storage._maxConnectionsPerIp {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1002)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -334,6 +369,8 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         if _storage._maxQueueItems != rhs_storage._maxQueueItems {return false}
         if _storage._giveUpSendAfter != rhs_storage._giveUpSendAfter {return false}
         if _storage._authFailureLimit != rhs_storage._authFailureLimit {return false}
+        if _storage._maxConnections != rhs_storage._maxConnections {return false}
+        if _storage._maxConnectionsPerIp != rhs_storage._maxConnectionsPerIp {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -113,12 +113,7 @@ public final class AuthThrottle: Sendable {
 
     /// The network's record key; nil for loopback.
     static func networkKey(_ ip: String) -> String? {
-        if let address = IPAddress(ip)?.unmapped,
-            address.isIPv4 ? address.bytes[0] == 127 : address.bytes == Array(repeating: 0, count: 15) + [1]
-        {
-            return nil
-        }
-        return "net " + network(ip)
+        ClientNetwork.limited(ip).map { "net " + $0 }
     }
 
     private func prune(_ records: inout [String: Record], now: ContinuousClock.Instant) {
@@ -130,12 +125,28 @@ public final class AuthThrottle: Sendable {
         }
     }
 
+}
+
+/// The unit limits count clients by: one host has one IPv4 address, but a
+/// whole IPv6 /64.
+enum ClientNetwork {
     /// The address for IPv4 (an IPv4-mapped IPv6 address as IPv4), the
-    /// first 64 bits for IPv6.
-    static func network(_ ip: String) -> String {
+    /// first 64 bits for IPv6; text that is no address, as it is.
+    static func of(_ ip: String) -> String {
         guard let address = IPAddress(ip)?.unmapped else { return ip }
         if address.isIPv4 { return "\(address)" }
         let prefix = IPAddress(bytes: Array(address.bytes.prefix(8)) + Array(repeating: 0, count: 8)) ?? address
         return "\(prefix)/64"
+    }
+
+    /// As `of`, but nil for loopback: software on this machine (webmail, a
+    /// local proxy) speaks for many clients, and fail2ban ignores it too.
+    static func limited(_ ip: String) -> String? {
+        if let address = IPAddress(ip)?.unmapped,
+            address.isIPv4 ? address.bytes[0] == 127 : address.bytes == Array(repeating: 0, count: 15) + [1]
+        {
+            return nil
+        }
+        return of(ip)
     }
 }

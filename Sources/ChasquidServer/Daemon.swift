@@ -313,9 +313,15 @@ public final class Daemon: Sendable {
             now: { Int(Date().timeIntervalSince1970) })
         let sink = QueueSink(
             queue: queue, hook: hook, mailLog: mailLog, dkim: dkim, isLocal: { domainStore.snapshot.isLocal($0) })
-        let listeners = try Self.makeListeners(
+        let limits = Self.connectionLimits(config: config)
+        let limitsText =
+            "Connection limits: \(limits.total == 0 ? "none" : "\(limits.total)") in all, "
+            + "\(limits.perNetwork == 0 ? "none" : "\(limits.perNetwork)") per client network"
+        logger.info("\(limitsText)")
+        var listeners = try Self.makeListeners(
             config: config, options: options, logger: logger, certificates: certificates, policy: policy, sink: sink,
             mailLog: mailLog, registry: registry, metrics: metrics, traces: traces)
+        for index in listeners.indices { listeners[index].limits = limits }
         if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
         self.listeners = listeners
         rpc = LocalRPCServer(
@@ -542,6 +548,32 @@ public final class Daemon: Sendable {
         for entry in certificates.entries { logger.info("Certificate \(entry.directory) for \(entry.names)") }
         logger.info("Clients without SNI get the certificate in \(certificates.defaultDirectory)")
         if let change = configurationChange() { logger.info("\(change)") }
+    }
+
+    /// `max_connections` (unset: 90% of the open-files limit) and
+    /// `max_connections_per_ip` (unset: 50); 0 is no limit.
+    static func connectionLimits(config: Config) -> ConnectionLimits {
+        var total = Int(config.maxConnections)
+        if !config.hasMaxConnections {
+            var limit = rlimit()
+            getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+            let files = Int(clamping: limit.rlim_cur)  // RLIM_INFINITY is the largest value
+            total = max(100, files / 10 * 9)
+        }
+        let perNetwork =
+            config.hasMaxConnectionsPerIp ? Int(config.maxConnectionsPerIp) : Int(Configuration.defaultMaxConnectionsPerIP)
+        return ConnectionLimits(total: total, perNetwork: perNetwork, networkOf: { ClientNetwork.limited($0) })
+    }
+
+    /// Raises the soft open-files limit to the hard one, as Go programs do
+    /// at start (chasquid among them): systemd's default soft limit, 1024,
+    /// would otherwise cap the connections held.
+    public static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max
+        else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// `auth_failure_limit` (0: none) with the test flag's delay.

@@ -80,7 +80,7 @@ public struct ServerPolicy: SessionPolicy {
             switch authThrottle.verdict(ip: ip, account: account) {
             case .refuse:
                 authThrottle.failed(ip: ip, account: account)
-                Trace.current?.error("AUTH refused: too many failed attempts from \(AuthThrottle.network(ip))")
+                Trace.current?.error("AUTH refused: too many failed attempts from \(ClientNetwork.of(ip))")
                 return .throttled
             case .proceed(let delay):
                 if delay > .zero { try? await Task.sleep(for: delay) }

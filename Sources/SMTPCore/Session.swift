@@ -183,6 +183,23 @@ public struct Session: Sendable {
         return takeActions()
     }
 
+    /// The command timeout passed since our last reply while bytes kept
+    /// coming, too slowly to make a command (one byte every few seconds):
+    /// dropped as an idle client is, as chasquid's per-command deadline
+    /// does. In DATA, bytes keep the transaction going (the connection's
+    /// 20 minutes bound it); in other states there is nothing to wait for.
+    public mutating func replyOverdue() -> [SessionAction] {
+        switch state {
+        case .ready, .mail, .rcpt, .auth, .tlsHandshaking:
+            actions.append(.note(.timedOut))
+            sendUncounted(Reply(421, "4.4.2 Timed out, bye"))
+            close()
+        case .awaitingTLS, .data, .greeting, .delivering, .closed:
+            break
+        }
+        return takeActions()
+    }
+
     /// The client closed the connection, or it failed.
     public mutating func inputEnded() -> [SessionAction] {
         switch state {

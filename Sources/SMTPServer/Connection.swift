@@ -130,6 +130,10 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                     serverName: details.serverName, version: details.version, cipherSuite: details.cipherSuite)
             case .timedOut:
                 actions = state.session.timedOut(idle: state.lastReply.duration(to: clock.now))
+            case .replyOverdue:
+                // Queued behind a slow reply, it may be stale: our clock decides.
+                let sinceReply = state.lastReply.duration(to: clock.now)
+                actions = sinceReply >= SMTPDefaults.commandTimeout ? state.session.replyOverdue() : []
             }
         }
     }

@@ -40,6 +40,8 @@ public struct Listener: Sendable {
     /// The address as chasquid.conf wrote it (`:25`), for messages; nil
     /// for sockets from systemd.
     public var configuredAddress: String?
+    /// Shared by every listener; nil: no limits (tests).
+    public var limits: ConnectionLimits?
     public var settings: ConnectionSettings
     public var certificates: CertificateStore?
     public var policy: any SessionPolicy
@@ -193,6 +195,21 @@ public struct BoundListener: Sendable {
                                 return
                             }
                         }
+                        // After the PROXY header: the real client counts.
+                        var release: (@Sendable () -> Void)?
+                        if let limits = listener.limits {
+                            switch limits.admit(ip: facts.remoteIP) {
+                            case .admitted(let done):
+                                release = done
+                            case .refused(let reply, let log):
+                                if let log { listener.logger.info("SMTP.Conn \(facts.remoteAddress): \(log)") }
+                                let bytes = ByteBuffer(string: "421 " + reply + "\r\n")
+                                try? await child.channel.writeAndFlush(SMTPOutbound.bytes(bytes))
+                                try? await child.channel.close()
+                                return
+                            }
+                        }
+                        defer { release?() }
                         let trace =
                             listener.traces?.start(family: "SMTP.Conn", title: facts.remoteAddress)
                             ?? .disabled

@@ -11,6 +11,9 @@ public enum SMTPInbound: Sendable {
     case tlsEstablished(TLSDetails)
     /// No bytes for too long, or the connection's time is up.
     case timedOut
+    /// The command timeout has passed since our last reply, however many
+    /// bytes came: a client sending a command one byte at a time.
+    case replyOverdue
 }
 
 /// What the connection's async loop writes.
@@ -57,9 +60,38 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let certificates: CertificateStore?
     private var serverName: String?
+    /// Fires `replyOverdue` a command timeout after each reply (plus a
+    /// second, so the loop's own clock agrees it has passed).
+    private var replyDeadline: Scheduled<Void>?
+    private let replyTimeout: TimeAmount
 
-    init(certificates: CertificateStore?) {
+    init(certificates: CertificateStore?, replyTimeout: Duration = SMTPDefaults.commandTimeout + .seconds(1)) {
         self.certificates = certificates
+        let (seconds, attoseconds) = replyTimeout.components
+        self.replyTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    private func armReplyDeadline(_ context: ChannelHandlerContext) {
+        replyDeadline?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        replyDeadline = context.eventLoop.scheduleTask(in: replyTimeout) {
+            let (handler, context) = bound.value
+            handler.replyDeadline = nil
+            context.fireChannelRead(handler.wrapInboundOut(.replyOverdue))
+            context.fireChannelReadComplete()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The pending task holds the handler and its context: free them now.
+        replyDeadline?.cancel()
+        replyDeadline = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        replyDeadline?.cancel()
+        replyDeadline = nil
     }
 
     func setServerName(_ name: String?) { serverName = name }
@@ -90,6 +122,7 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if context.channel.isActive { armReplyDeadline(context) }
         switch unwrapOutboundIn(data) {
         case .bytes(let buffer):
             context.write(wrapOutboundOut(buffer), promise: promise)

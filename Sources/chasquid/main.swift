@@ -7,6 +7,7 @@ import Glibc
 #endif
 
 Daemon.runTasksOnEventLoops()
+Daemon.raiseOpenFileLimit()
 
 func printError(_ text: String) {
     _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }

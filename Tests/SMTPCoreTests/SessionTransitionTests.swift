@@ -116,6 +116,27 @@ import Testing
         #expect(isState(s, "closed"))
     }
 
+    /// A command arriving one byte at a time is cut when the reply is
+    /// overdue, bytes or not (issue 18).
+    @Test func aTrickledCommandIsCutWhenTheReplyIsOverdue() async {
+        var s = session()
+        _ = s.start()
+        #expect(await s.received(bytes("EH"), policy: Self.policy) == [])
+        #expect(s.replyOverdue() == [.note(.timedOut), .sendUncounted(Reply(421, "4.4.2 Timed out, bye")), .close])
+        #expect(isState(s, "closed"))
+    }
+
+    @Test func anOverdueReplyInDataOrAfterCloseDoesNothing() async {
+        var s = await inData()
+        _ = await s.received(bytes("DATA\r\nSubject: slow\r\n"), policy: Self.policy)
+        #expect(s.replyOverdue() == [])
+        #expect(isState(s, "data"))
+        var closed = session()
+        _ = closed.start()
+        _ = closed.inputEnded()
+        #expect(closed.replyOverdue() == [])
+    }
+
     @Test func readyInputEndedCloses() {
         var s = session()
         _ = s.start()

@@ -9,6 +9,7 @@ IPv6 networks included, with the header written here by hand.
 import base64
 import smtplib
 import socket
+import time
 
 import pytest
 
@@ -110,5 +111,120 @@ def test_auth_failure_limit_sets_or_turns_off_the_limit(limit, refused_after):
         expected = [535] * 12 if refused_after is None else [535] * refused_after + [454] * (12 - refused_after)
         assert codes == expected
         assert auth(srv, "192.0.2.77", S.USER, S.PASSWORD) == (235 if refused_after is None else 454)
+    finally:
+        srv.cleanup()
+
+
+# ------------------------------------------------ connection limits
+
+
+def proxied_greeting(srv, source):
+    """Connects to port 25 as `source` (PROXY v1) and returns the socket and
+    the first reply line."""
+    sock = socket.create_connection(("127.0.0.1", srv.smtp_port), timeout=30)
+    family = "TCP6" if ":" in source else "TCP4"
+    destination = "::1" if family == "TCP6" else "127.0.0.1"
+    sock.sendall(f"PROXY {family} {source} {destination} 40000 25\r\n".encode())
+    reply = sock.makefile("rb").readline().decode()
+    return sock, reply
+
+
+@pytest.fixture
+def limited():
+    s = ChasquidServer(extra_conf="haproxy_incoming: true\nmax_connections_per_ip: 3\nmax_connections: 8")
+    s.start()
+    yield s
+    s.cleanup()
+
+
+@pytest.mark.parametrize("sources", [
+    ["192.0.2.1"] * 4,
+    # One IPv6 /64, four hosts.
+    ["2001:db8:7:7::1", "2001:db8:7:7::2", "2001:db8:7:7:ffff::3", "2001:db8:7:7::4"],
+])
+def test_a_network_over_its_limit_gets_421_and_others_are_served(limited, sources):
+    held = []
+    try:
+        for source in sources[:3]:
+            sock, reply = proxied_greeting(limited, source)
+            held.append(sock)
+            assert reply.startswith("220 ")
+        sock, reply = proxied_greeting(limited, sources[3])
+        held.append(sock)
+        assert reply == "421 4.7.0 Too many connections from your network, try again later\r\n"
+        assert sock.recv(1) == b""  # closed at once
+        # Another network is served, and the limit frees with a closed one.
+        sock, reply = proxied_greeting(limited, "198.51.100.1")
+        held.append(sock)
+        assert reply.startswith("220 ")
+        held.pop(0).close()
+        limited.wait_for(lambda: proxied_greeting(limited, sources[3])[1].startswith("220 "),
+                         what="a freed slot")
+        assert "too many connections from" in limited.stderr()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_the_total_limit_counts_every_client(limited):
+    held = []
+    try:
+        for i in range(8):
+            sock, reply = proxied_greeting(limited, f"203.0.113.{i + 1}")
+            held.append(sock)
+            assert reply.startswith("220 "), (i, reply)
+        sock, reply = proxied_greeting(limited, "203.0.113.99")
+        held.append(sock)
+        assert reply == "421 4.7.0 Too many connections, try again later\r\n"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_loopback_is_not_limited_per_network():
+    srv = ChasquidServer(extra_conf="max_connections_per_ip: 2")
+    held = []
+    try:
+        srv.start()
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", srv.smtp_port), timeout=30)
+            held.append(sock)
+            assert sock.makefile("rb").readline().startswith(b"220 ")
+    finally:
+        for sock in held:
+            sock.close()
+        srv.cleanup()
+
+
+# ------------------------------------------------ slow clients
+
+
+def test_a_command_sent_one_byte_at_a_time_is_cut_at_the_command_timeout():
+    """A byte every 2 s keeps the connection from ever being idle; the
+    command timeout (1 minute, counted from our last reply) cuts it anyway,
+    and a normal client is served meanwhile."""
+    srv = ChasquidServer()
+    try:
+        srv.start()
+        slow = socket.create_connection(("127.0.0.1", srv.smtp_port), timeout=30)
+        assert slow.recv(1024).startswith(b"220 ")
+        slow.settimeout(2)
+        start = time.monotonic()
+        reply = b""
+        # 105 bytes at one per 2 s: without the cut, 210 s and no reply.
+        for i, byte in enumerate(b"EHLO " + b"x" * 100):
+            if i == 10:
+                with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=30) as c:
+                    assert c.noop()[0] == 250
+            try:
+                slow.sendall(bytes([byte]))
+                reply = slow.recv(1024)
+                break
+            except socket.timeout:
+                continue
+        elapsed = time.monotonic() - start
+        assert reply == b"421 4.4.2 Timed out, bye\r\n"
+        # Not cut before its minute (the idle timeout alone never fires here).
+        assert elapsed > 55, elapsed
     finally:
         srv.cleanup()
