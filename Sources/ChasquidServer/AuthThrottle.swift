@@ -118,10 +118,13 @@ public final class AuthThrottle: Sendable {
 
     private func prune(_ records: inout [String: Record], now: ContinuousClock.Instant) {
         records = records.filter { current($0.value, now: now) != nil }
-        // Still full: keep the most recent half.
+        // Still full: keep every locked network, then the most recent of the
+        // rest, so a flood of new names cannot end a lockout.
         if records.count >= settings.maxRecords {
-            let kept = records.sorted { $0.value.last > $1.value.last }.prefix(settings.maxRecords / 2)
-            records = Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
+            let locked = records.filter { $0.key.hasPrefix("net ") && $0.value.failures >= settings.maxFailures }
+            let others = records.filter { locked[$0.key] == nil }.sorted { $0.value.last > $1.value.last }
+                .prefix(max(0, settings.maxRecords / 2 - locked.count))
+            records = locked.merging(others.map { ($0.key, $0.value) }) { old, _ in old }
         }
     }
 

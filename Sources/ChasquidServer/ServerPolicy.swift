@@ -79,8 +79,11 @@ public struct ServerPolicy: SessionPolicy {
         if let authThrottle {
             switch authThrottle.verdict(ip: ip, account: account) {
             case .refuse:
-                authThrottle.failed(ip: ip, account: account)
+                // Not counted: the lockout ends 15 minutes after the last real
+                // failure, whatever is tried meanwhile (a NAT's other users),
+                // and made-up names add no records. As slow as a check.
                 Trace.current?.error("AUTH refused: too many failed attempts from \(ClientNetwork.of(ip))")
+                try? await Task.sleep(for: SMTPDefaults.authMinimumDuration)
                 return .throttled
             case .proceed(let delay):
                 if delay > .zero { try? await Task.sleep(for: delay) }

@@ -203,8 +203,12 @@ public struct BoundListener: Sendable {
                                 release = done
                             case .refused(let reply, let log):
                                 if let log { listener.logger.info("SMTP.Conn \(facts.remoteAddress): \(log)") }
-                                let bytes = ByteBuffer(string: "421 " + reply + "\r\n")
-                                try? await child.channel.writeAndFlush(SMTPOutbound.bytes(bytes))
+                                // On 465 nothing may go out before the TLS
+                                // handshake: closed without a reply there.
+                                if !implicitTLS {
+                                    let bytes = ByteBuffer(string: "421 " + reply + "\r\n")
+                                    try? await child.channel.writeAndFlush(SMTPOutbound.bytes(bytes))
+                                }
                                 try? await child.channel.close()
                                 return
                             }

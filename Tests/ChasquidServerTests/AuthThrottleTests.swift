@@ -82,4 +82,16 @@ final class ManualClock: Sendable {
         for _ in 0..<9 { throttle.failed(ip: "10.0.3.231", account: "last@x") }
         #expect(throttle.verdict(ip: "10.0.3.231", account: "z@x") == .refuse)
     }
+
+    /// A flood of new names from elsewhere must not end a lockout.
+    @Test func aLockedNetworkSurvivesAFloodOfRecords() {
+        var settings = AuthThrottle.Settings()
+        settings.maxRecords = 100
+        let throttle = AuthThrottle(settings: settings, now: { [clock] in clock.now })
+        for i in 0..<10 { throttle.failed(ip: "192.0.2.1", account: "a\(i)@x") }
+        clock.advance(.seconds(1))
+        for i in 0..<1000 { throttle.failed(ip: "198.51.100.\(i % 200)", account: "made-up-\(i)@x") }
+        #expect(throttle.verdict(ip: "192.0.2.1", account: "b@x") == .refuse)
+        #expect(throttle.recordCount <= 100)
+    }
 }
