@@ -205,16 +205,30 @@ public struct AdminTool {
         return found.isEmpty ? [usersPath(domain: domain)] : found
     }
 
-    /// Whether a resolved address is in a local domain (a directory under
-    /// `domains/`) whose users files do not have it, read as the daemon
-    /// reads them. False when Dovecot may know users we cannot see.
-    func lacksUser(_ address: String, config: Config) -> Bool {
-        if config.dovecotAuth { return false }
-        let (user, domain) = Address.split(address)
-        let files = domainDirectories(domain).map { $0 + "/users" }
-        if files.isEmpty { return false }
-        let name = (try? Normalize.user(user)) ?? user
-        return !files.contains { (try? UserDatabase.loadIfPresent(path: $0))?.exists(name) ?? true }
+    /// The resolved addresses that are in a local domain (a directory under
+    /// `domains/`) whose users files do not have them, read as the daemon
+    /// reads them, each domain's files once. None when Dovecot may know
+    /// users we cannot see; an unreadable file counts as having everyone.
+    func addressesWithoutUser(_ addresses: [String], config: Config) -> [String] {
+        if config.dovecotAuth { return [] }
+        var users: [String: Set<String>?] = [:]  // nil: not local, or unreadable
+        return addresses.filter { address in
+            let (user, domain) = Address.split(address)
+            if users[domain] == nil {
+                let files = domainDirectories(domain).map { $0 + "/users" }
+                var names: Set<String>? = files.isEmpty ? nil : []
+                for file in files {
+                    guard let db = try? UserDatabase.loadIfPresent(path: file) else {
+                        names = nil
+                        break
+                    }
+                    names?.formUnion(db.names)
+                }
+                users[domain] = .some(names)
+            }
+            guard let names = users[domain] ?? nil else { return false }
+            return !names.contains((try? Normalize.user(user)) ?? user)
+        }
     }
 
     private func userRemove() throws(Failure) {

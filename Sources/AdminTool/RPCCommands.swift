@@ -35,7 +35,7 @@ extension AdminTool {
             }
         }
         // On stderr, so the lines scripts read stay chasquid's.
-        for email in emails where lacksUser(email, config: config) {
+        for email in addressesWithoutUser(emails, config: config) {
             console.err(
                 "Warning: \(email) is no user of its domain: its mail goes to the MDA for a user that does not exist")
         }

@@ -60,9 +60,13 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let certificates: CertificateStore?
     private var serverName: String?
-    /// Fires `replyOverdue` a command timeout after each reply (plus a
-    /// second, so the loop's own clock agrees it has passed).
+    /// Fires `replyOverdue` a command timeout after the last reply (plus a
+    /// second, so the loop's own clock agrees it has passed). Lazy: a reply
+    /// only moves `replyDue`; the one pending task, when it fires early,
+    /// waits again for the rest. Cancelling per reply would scan the event
+    /// loop's whole timer heap, once per reply of every connection.
     private var replyDeadline: Scheduled<Void>?
+    private var replyDue = NIODeadline.distantFuture
     private let replyTimeout: TimeAmount
 
     init(certificates: CertificateStore?, replyTimeout: Duration = SMTPDefaults.commandTimeout + .seconds(1)) {
@@ -72,10 +76,18 @@ final class SMTPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func armReplyDeadline(_ context: ChannelHandlerContext) {
-        replyDeadline?.cancel()
+        replyDue = .now() + replyTimeout
+        if replyDeadline == nil { scheduleReplyDeadline(context) }
+    }
+
+    private func scheduleReplyDeadline(_ context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        replyDeadline = context.eventLoop.scheduleTask(in: replyTimeout) {
+        replyDeadline = context.eventLoop.scheduleTask(deadline: replyDue) {
             let (handler, context) = bound.value
+            if NIODeadline.now() < handler.replyDue {
+                handler.scheduleReplyDeadline(context)
+                return
+            }
             handler.replyDeadline = nil
             context.fireChannelRead(handler.wrapInboundOut(.replyOverdue))
             context.fireChannelReadComplete()

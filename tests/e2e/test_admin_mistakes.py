@@ -2,6 +2,7 @@
 real daemon or tool, and the test checks that it is named where it was
 made, or that no mail is lost to it."""
 
+import contextlib
 import shutil
 import smtplib
 import socket
@@ -377,11 +378,18 @@ def test_a_users_file_typo_names_the_line(srv):
     assert (f'users file error: parsing domains/example.com/users: line 4: unknown field "plaintext"') in out
 
 
-def test_a_port_in_use_names_the_listener(srv):
+@contextlib.contextmanager
+def occupied(port):
+    """Another server listening on 127.0.0.1:port."""
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", srv.submission_port))
+        taken.bind(("127.0.0.1", port))
         taken.listen(1)
+        yield
+
+
+def test_a_port_in_use_names_the_listener(srv):
+    with occupied(srv.submission_port):
         out = start_fails(srv)
     assert (f"Error listening: listen tcp 127.0.0.1:{srv.submission_port} (submission): bind: address already "
             "in use (another server, or another chasquid, is listening there)") in out
@@ -390,10 +398,7 @@ def test_a_port_in_use_names_the_listener(srv):
 def test_a_monitoring_port_in_use_is_named():
     srv = ChasquidServer(monitoring=True)
     try:
-        with socket.socket() as taken:
-            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            taken.bind(("127.0.0.1", srv.mon_port))
-            taken.listen(1)
+        with occupied(srv.mon_port):
             out = start_fails(srv)
         assert (f"Monitoring server failed: listen tcp 127.0.0.1:{srv.mon_port} (monitoring): bind: address "
                 "already in use") in out
