@@ -48,6 +48,9 @@ public final class AuthThrottle: Sendable {
     struct Record {
         var failures: Int
         var last: ContinuousClock.Instant
+        /// Attempts let through whose password is still being checked: each
+        /// counts towards the delay and the refusal as a failure would.
+        var pending = 0
     }
 
     public let settings: Settings
@@ -60,39 +63,97 @@ public final class AuthThrottle: Sendable {
     }
 
     /// What to do with an attempt from `ip` as `account` (`user@domain`).
-    public func verdict(ip: String, account: String) -> Verdict {
+    /// An attempt let through is pending until `finished`: call it exactly
+    /// once, whatever the outcome.
+    public func attempt(ip: String, account: String) -> Verdict {
         let now = now()
-        let networkKey = Self.networkKey(ip)
+        let keys = Self.keys(ip: ip, account: account)
         return records.withLock { records in
-            let network = networkKey.flatMap { current(records[$0], now: now) }
-            let user = current(records["user " + account], now: now)
-            if let network, network.failures >= settings.maxFailures, now - network.last < settings.lockout {
+            // Attempts in flight count as failures here, so guesses sent in
+            // parallel are checked no more often than ones sent in turn.
+            if let network = keys.network.flatMap({ current(records[$0], now: now) }),
+                isLocked(network, now: now) || network.failures + network.pending >= settings.maxFailures
+            {
                 return .refuse
             }
-            let failures = max(network?.failures ?? 0, user?.failures ?? 0)
-            return .proceed(delay: delay(afterFailures: failures))
+            var counted = 0
+            for key in keys.all {
+                let record = current(records[key], now: now)
+                counted = max(counted, (record?.failures ?? 0) + (record?.pending ?? 0))
+                if records[key] == nil, records.count >= settings.maxRecords { prune(&records, now: now) }
+                var updated = record ?? Record(failures: 0, last: now)
+                updated.pending += 1
+                records[key] = updated
+            }
+            return .proceed(delay: delay(afterFailures: counted))
         }
+    }
+
+    /// Whether the network is refused now: a delayed attempt asks again
+    /// before its password is checked, since the guesses it waited behind
+    /// may have locked the network meanwhile.
+    public func isRefused(ip: String) -> Bool {
+        let now = now()
+        guard let key = Self.networkKey(ip) else { return false }
+        return records.withLock { records in current(records[key], now: now).map { isLocked($0, now: now) } ?? false }
+    }
+
+    public enum Outcome: Sendable {
+        case failed, succeeded
+        /// Not decided (the back end failed, or the attempt was refused
+        /// after its delay): nothing counted.
+        case undecided
+    }
+
+    /// The end of an attempt `attempt` let through.
+    public func finished(ip: String, account: String, outcome: Outcome) {
+        let keys = Self.keys(ip: ip, account: account)
+        records.withLock { records in
+            for key in keys.all where (records[key]?.pending ?? 0) > 0 {
+                records[key]?.pending -= 1
+            }
+        }
+        switch outcome {
+        case .failed: failed(ip: ip, account: account)
+        case .succeeded: succeeded(account: account)
+        case .undecided: break
+        }
+    }
+
+    private func isLocked(_ network: Record, now: ContinuousClock.Instant) -> Bool {
+        network.failures >= settings.maxFailures && now - network.last < settings.lockout
+    }
+
+    private static func keys(ip: String, account: String) -> (network: String?, all: [String]) {
+        let network = networkKey(ip)
+        return (network, [network, "user " + account].compactMap { $0 })
     }
 
     /// How many networks and accounts are remembered (tests).
     var recordCount: Int { records.withLock { $0.count } }
 
-    /// A failed attempt (a wrong password, or a refused one).
-    public func failed(ip: String, account: String) {
+    /// A failed attempt.
+    func failed(ip: String, account: String) {
         let now = now()
         records.withLock { records in
-            if records.count >= settings.maxRecords { prune(&records, now: now) }
-            for key in [Self.networkKey(ip), "user " + account].compactMap({ $0 }) {
-                let previous = current(records[key], now: now)?.failures ?? 0
-                records[key] = Record(failures: previous + 1, last: now)
+            for key in Self.keys(ip: ip, account: account).all {
+                let record = current(records[key], now: now)
+                if records[key] == nil, records.count >= settings.maxRecords { prune(&records, now: now) }
+                records[key] = Record(failures: (record?.failures ?? 0) + 1, last: now, pending: record?.pending ?? 0)
             }
         }
     }
 
     /// A correct password: the account's count starts again. The network's
     /// does not, or one good account would reset a guesser's count.
-    public func succeeded(account: String) {
-        _ = records.withLock { $0.removeValue(forKey: "user " + account) }
+    func succeeded(account: String) {
+        records.withLock { records in
+            guard let pending = records["user " + account]?.pending, pending > 0 else {
+                records.removeValue(forKey: "user " + account)
+                return
+            }
+            records["user " + account] = Record(failures: 0, last: now(), pending: pending)
+        }
     }
 
     /// Failures still counting: the last one within the window, or a

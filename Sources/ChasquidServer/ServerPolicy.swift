@@ -76,26 +76,38 @@ public struct ServerPolicy: SessionPolicy {
     public func authenticate(user: String, domain: String, password: String, session: SessionInfo) async -> AuthCheck {
         let account = domain.isEmpty ? user : user + "@" + domain
         let ip = session.remoteIP ?? ""
-        if let authThrottle {
-            switch authThrottle.verdict(ip: ip, account: account) {
-            case .refuse:
-                // Not counted: the lockout ends 15 minutes after the last real
-                // failure, whatever is tried meanwhile (a NAT's other users),
-                // and made-up names add no records. As slow as a check.
-                Trace.current?.error("AUTH refused: too many failed attempts from \(ClientNetwork.of(ip))")
-                try? await Task.sleep(for: SMTPDefaults.authMinimumDuration)
-                return .throttled
-            case .proceed(let delay):
-                if delay > .zero { try? await Task.sleep(for: delay) }
+        guard let authThrottle else {
+            return await checkCredentials(user: user, domain: domain, password: password)
+        }
+        switch authThrottle.attempt(ip: ip, account: account) {
+        case .refuse:
+            return await refuseThrottled(ip: ip)
+        case .proceed(let delay):
+            if delay > .zero {
+                try? await Task.sleep(for: delay)
+                // The guesses this one waited behind may have locked the network.
+                if authThrottle.isRefused(ip: ip) {
+                    authThrottle.finished(ip: ip, account: account, outcome: .undecided)
+                    return await refuseThrottled(ip: ip)
+                }
             }
         }
         let verdict = await checkCredentials(user: user, domain: domain, password: password)
         switch verdict {
-        case .accepted: authThrottle?.succeeded(account: account)
-        case .rejected: authThrottle?.failed(ip: ip, account: account)
-        case .backendFailed, .throttled: break
+        case .accepted: authThrottle.finished(ip: ip, account: account, outcome: .succeeded)
+        case .rejected: authThrottle.finished(ip: ip, account: account, outcome: .failed)
+        case .backendFailed, .throttled: authThrottle.finished(ip: ip, account: account, outcome: .undecided)
         }
         return verdict
+    }
+
+    /// Not counted: the lockout ends 15 minutes after the last real failure,
+    /// whatever is tried meanwhile (a NAT's other users), and made-up names
+    /// add no records. As slow as a check.
+    private func refuseThrottled(ip: String) async -> AuthCheck {
+        Trace.current?.error("AUTH refused: too many failed attempts from \(ClientNetwork.of(ip))")
+        try? await Task.sleep(for: SMTPDefaults.authMinimumDuration)
+        return .throttled
     }
 
     private func checkCredentials(user: String, domain: String, password: String) async -> AuthCheck {

@@ -10,6 +10,15 @@ final class ManualClock: Sendable {
     func advance(_ by: Duration) { instant.withLock { $0 += by } }
 }
 
+extension AuthThrottle {
+    /// What an attempt would be told, leaving nothing pending.
+    func verdict(ip: String, account: String) -> Verdict {
+        let verdict = attempt(ip: ip, account: account)
+        if verdict != .refuse { finished(ip: ip, account: account, outcome: .undecided) }
+        return verdict
+    }
+}
+
 @Suite struct AuthThrottleTests {
     let clock = ManualClock()
     var throttle: AuthThrottle { AuthThrottle(now: { [clock] in clock.now }) }
@@ -81,6 +90,45 @@ final class ManualClock: Sendable {
         // The most recent are kept.
         for _ in 0..<9 { throttle.failed(ip: "10.0.3.231", account: "last@x") }
         #expect(throttle.verdict(ip: "10.0.3.231", account: "z@x") == .refuse)
+    }
+
+    /// Guesses sent at once are delayed and refused as if sent one after
+    /// another: no more are checked than the limit.
+    @Test func parallelGuessesCountWhileTheyArePending() {
+        let throttle = self.throttle
+        let verdicts = (0..<20).map { throttle.attempt(ip: "192.0.2.1", account: "u\($0)@x") }
+        let delays: [AuthThrottle.Verdict] = [0, 0, 0, 0, 0.5, 1, 2, 4, 8, 8].map {
+            .proceed(delay: .milliseconds(Int($0 * 1000)))
+        }
+        #expect(verdicts == delays + Array(repeating: .refuse, count: 10))
+        // Not locked until they fail; other networks unaffected.
+        #expect(!throttle.isRefused(ip: "192.0.2.1"))
+        #expect(throttle.verdict(ip: "192.0.2.2", account: "v@x") == .proceed(delay: .zero))
+        for i in 0..<9 { throttle.finished(ip: "192.0.2.1", account: "u\(i)@x", outcome: .failed) }
+        #expect(!throttle.isRefused(ip: "192.0.2.1"))
+        throttle.finished(ip: "192.0.2.1", account: "u9@x", outcome: .failed)
+        #expect(throttle.isRefused(ip: "192.0.2.1"))
+        clock.advance(.seconds(901))
+        #expect(throttle.verdict(ip: "192.0.2.1", account: "v@x") == .proceed(delay: .zero))
+    }
+
+    /// A right password gives its place back.
+    @Test func successfulAttemptsInFlightAreNotFailures() {
+        let throttle = self.throttle
+        for _ in 0..<20 {
+            #expect(throttle.attempt(ip: "192.0.2.1", account: "a@x") != .refuse)
+            throttle.finished(ip: "192.0.2.1", account: "a@x", outcome: .succeeded)
+        }
+    }
+
+    /// An attempt still pending keeps counting after its account's owner logs in.
+    @Test func aSuccessKeepsOtherPendingAttemptsCounted() {
+        let throttle = self.throttle
+        for _ in 0..<5 { _ = throttle.attempt(ip: "192.0.2.1", account: "a@x") }
+        throttle.finished(ip: "192.0.2.1", account: "a@x", outcome: .succeeded)
+        #expect(throttle.verdict(ip: "198.51.100.1", account: "a@x") == .proceed(delay: .milliseconds(500)))
+        for _ in 0..<4 { throttle.finished(ip: "192.0.2.1", account: "a@x", outcome: .undecided) }
+        #expect(throttle.verdict(ip: "198.51.100.1", account: "a@x") == .proceed(delay: .zero))
     }
 
     /// A flood of new names from elsewhere must not end a lockout.

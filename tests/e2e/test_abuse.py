@@ -9,6 +9,7 @@ IPv6 networks included, with the header written here by hand.
 import base64
 import smtplib
 import socket
+import threading
 import time
 
 import pytest
@@ -73,6 +74,35 @@ def test_a_guessing_network_is_refused_and_others_still_log_in(srv):
     # Another network, and IPv4, are served.
     assert auth(srv, "2001:db8:1:3::1", S.USER, S.PASSWORD) == 235
     assert auth(srv, "192.0.2.10", S.USER, S.PASSWORD) == 235
+
+
+def test_guesses_sent_in_parallel_are_checked_no_more_than_the_limit(srv):
+    # Twenty connections from one address send a wrong AUTH at the same
+    # moment: ten are checked (and fail), the other ten are refused, as if
+    # they had come one after another.
+    source = "192.0.2.99"
+    clients = [ProxiedSMTP(srv, source) for _ in range(20)]
+    try:
+        for c in clients:
+            c.ehlo()
+        barrier = threading.Barrier(len(clients))
+        codes = [None] * len(clients)
+
+        def guess(i):
+            barrier.wait()
+            codes[i] = clients[i].docmd("AUTH", "PLAIN " + plain(f"guess{i}@example.com", "nope"))[0]
+
+        threads = [threading.Thread(target=guess, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for c in clients:
+            c.close()
+    assert sorted(codes) == [454] * 10 + [535] * 10, codes
+    assert auth(srv, source, S.USER, S.PASSWORD) == 454
+    assert auth(srv, "192.0.2.100", S.USER, S.PASSWORD) == 235
 
 
 def test_an_attacked_account_still_logs_in_from_elsewhere(srv):
