@@ -168,7 +168,8 @@ let package = Package(
         // Delivering one message to one recipient: the protocol, its results, the MDA
         // and pipe couriers.
         .target(
-            name: "Courier", dependencies: ["ChildProcess", "DurableFiles", "GoCompat", "GoErrors", "Normalization"],
+            name: "Courier",
+            dependencies: ["ChildProcess", "CSystemShims", "DurableFiles", "GoCompat", "GoErrors", "Normalization"],
             swiftSettings: strictSettings),
         // The durable queue, its delivery loops and DSNs.
         .target(

@@ -44,6 +44,11 @@ public struct DaemonOptions: Sendable {
     /// longest is 16 times it.
     public var authDelay: Duration = .milliseconds(500)
     public var outgoingSMTPPort = 25
+    /// The MDA's and pipe aliases' time limit (tests only; chasquid's 30 s).
+    public var deliveryTimeout: Duration = .seconds(30)
+    /// Every wait between delivery rounds, instead of chasquid's schedule
+    /// (tests only).
+    public var retryDelay: Duration?
     /// The HTTPS port of MTA-STS policy hosts (tests only).
     public var stsPort = 443
     /// `host:port` of the one DNS server to ask; empty means /etc/resolv.conf.
@@ -273,7 +278,8 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "Error setting up outgoing TLS: \(error)")
         }
-        let mda = MDACourier(binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs)
+        let mda = MDACourier(
+            binary: config.mailDeliveryAgentBin, arguments: config.mailDeliveryAgentArgs, timeout: options.deliveryTimeout)
         if let problem = mda.startProblem() {
             // Not fatal: a site may deliver nothing locally. Local mail waits
             // in the queue (a temporary failure) until this is fixed.
@@ -281,12 +287,15 @@ public final class Daemon: Sendable {
         }
         let couriers = Couriers(
             local: mda,
-            pipe: PipeCourier(),
+            pipe: PipeCourier(timeout: options.deliveryTimeout),
             remote: remoteCourier)
+        var retryDelay = QueueSettings.chasquidRetryDelay
+        if let fixed = options.retryDelay { retryDelay = { _ in fixed } }
         let giveUp = Duration.nanoseconds((try? GoDuration.parse(config.giveUpSendAfter)) ?? 72_000_000_000_000)
         queue = MailQueue(
             settings: QueueSettings(
-                directory: dataDirectory + "/queue", maxItems: Int(config.maxQueueItems), giveUpAfter: giveUp),
+                directory: dataDirectory + "/queue", maxItems: Int(config.maxQueueItems), giveUpAfter: giveUp,
+                retryDelay: retryDelay),
             environment: environment, couriers: couriers, log: mailLog, metrics: metrics, traces: traces,
             logger: logger)
         let createdQueue = queue
@@ -312,7 +321,8 @@ public final class Daemon: Sendable {
             newSpool: { try queueForSpools.newSpool() }, metrics: metrics,
             now: { Int(Date().timeIntervalSince1970) })
         let sink = QueueSink(
-            queue: queue, hook: hook, mailLog: mailLog, dkim: dkim, isLocal: { domainStore.snapshot.isLocal($0) })
+            queue: queue, hook: hook, mailLog: mailLog, dkim: dkim, storageLog: RateLimitedLog(logger: logger),
+            isLocal: { domainStore.snapshot.isLocal($0) })
         let limits = Self.connectionLimits(config: config)
         let limitsText =
             "Connection limits: \(limits.total == 0 ? "none" : "\(limits.total)") in all, "

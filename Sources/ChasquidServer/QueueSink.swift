@@ -12,11 +12,15 @@ public struct QueueSink: MessageSink {
     let mailLog: MailLog
     let isLocal: @Sendable (String) -> Bool
     let dkim: DKIMStep?
+    /// Failures to write the queue: a full disk fails every message, and
+    /// each would log a line.
+    let storageLog: RateLimitedLog?
 
     init(
-        queue: MailQueue, hook: PostDataHook, mailLog: MailLog, dkim: DKIMStep? = nil,
+        queue: MailQueue, hook: PostDataHook, mailLog: MailLog, dkim: DKIMStep? = nil, storageLog: RateLimitedLog? = nil,
         isLocal: @escaping @Sendable (String) -> Bool
     ) {
+        self.storageLog = storageLog
         self.queue = queue
         self.hook = hook
         self.mailLog = mailLog
@@ -39,7 +43,7 @@ public struct QueueSink: MessageSink {
                 return Reply(451, "4.3.0 DKIM signing failed")
             } catch {
                 spool.discard()
-                return Reply(451, "4.3.0 Failed to queue message: \(error)")
+                return queueingFailed(error, remoteAddress: remoteAddress)
             }
         }
         do {
@@ -49,15 +53,25 @@ public struct QueueSink: MessageSink {
             return refusal.reply
         } catch {
             spool.discard()
-            return Reply(451, "4.3.0 Failed to queue message: \(error)")
+            return queueingFailed(error, remoteAddress: remoteAddress)
         }
         do {
-            let id = try await queue.put(from: envelope.from, to: envelope.recipients, spool: spool)
-            mailLog.queued(id: id, from: envelope.from, remote: remoteAddress, to: envelope.recipients)
+            let id = try await queue.put(from: envelope.from, to: envelope.recipients, spool: spool, remote: remoteAddress)
             return Reply(250, "2.0.0 OK: queued as \(id)")
         } catch {
-            return Reply(451, "4.3.0 Failed to queue message: \(error)")
+            return queueingFailed(error, remoteAddress: remoteAddress)
         }
+    }
+
+    private func queueingFailed(_ error: any Error, remoteAddress: String) -> Reply {
+        spoolWriteFailed(error, remoteAddress: remoteAddress)
+            ? .insufficientStorage : Reply(451, "4.3.0 Failed to queue message: \(error)")
+    }
+
+    public func spoolWriteFailed(_ error: any Error, remoteAddress: String) -> Bool {
+        let full = (error as? FileError)?.isOutOfSpace ?? (error as? QueueError)?.isOutOfSpace ?? false
+        storageLog?.error("SMTP.Conn \(remoteAddress): error: queueing the message failed: \(error)\(full ? "; refused with 452 until space is freed" : "")")
+        return full
     }
 
     struct HookRefusal: Error { var reply: Reply }

@@ -47,6 +47,12 @@ public enum ChildProcess {
         /// be read to its end, the child is killed rather than given a
         /// clean end of a cut message.
         case pieces(next: @Sendable () -> [UInt8]?, failed: @Sendable () -> Bool)
+        /// This open file, from its current offset: the child reads it
+        /// itself. Unlike a pipe, whose clean end a child also sees when we
+        /// are killed mid-way, a file ends only at its real end, so a
+        /// delivery agent never takes a cut message for a whole one. The
+        /// caller closes the descriptor after the run.
+        case file(descriptor: Int32)
     }
 
     /// Runs `path` and waits for it, without blocking a Swift concurrency
@@ -119,38 +125,14 @@ public enum ChildProcess {
             csystem_pipe_cloexec(&stderrPipe) == 0
         else { throw Failure(description: "pipe: \(goErrnoText(errno))") }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, mergeStderr ? stdoutPipe[1] : stderrPipe[1], 2)
-        // Nothing else of ours reaches the child: not the listeners (a hook's
-        // background job would keep port 25 bound across a restart, a pipe
-        // alias could accept() on them), not client sockets, not epoll.
-        // Many of those are opened without CLOEXEC by libraries.
-        // The file-action calls return the error; they do not set errno.
-        let closing = csystem_spawn_addclosefrom(&actions, 3)
-        guard closing == 0 else {
-            [stdinPipe, stdoutPipe, stderrPipe].forEach { $0.forEach { close($0) } }
-            throw Failure(description: "posix_spawn_file_actions_addclosefrom_np: \(goErrnoText(closing))")
-        }
-        if let workingDirectory { csystem_spawn_addchdir(&actions, workingDirectory) }
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var defaultSignals = sigset_t()
-        sigemptyset(&defaultSignals)
-        sigaddset(&defaultSignals, SIGPIPE)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(
-            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
+        // Nothing else of ours reaches the child (csystem_spawn closes every
+        // descriptor from 3 up): not the listeners (a hook's background job
+        // would keep port 25 bound across a restart, a pipe alias could
+        // accept() on them), not client sockets, not epoll. Many of those
+        // are opened without CLOEXEC by libraries. The child has its own
+        // process group, and dies with us (see csystem_spawn).
+        var stdinFile: Int32?
+        if case .file(let descriptor) = input { stdinFile = descriptor }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         // nil: the child gets our own environment as it is, with no copy.
         let envStrings = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
@@ -158,26 +140,35 @@ public enum ChildProcess {
             argv.forEach { free($0) }
             envStrings?.forEach { free($0) }
         }
-        var pid: pid_t = 0
         var envArray = envStrings ?? []
         func spawn() -> Int32 {
-            guard envStrings != nil else { return posix_spawn(&pid, path, &actions, &attributes, argv, environ) }
-            return envArray.withUnsafeMutableBufferPointer {
-                posix_spawn(&pid, path, &actions, &attributes, argv, $0.baseAddress)
+            argv.withUnsafeBufferPointer { argvPointer in
+                envArray.withUnsafeMutableBufferPointer { envPointer in
+                    (workingDirectory ?? "").withCString { directory in path.withCString { path in
+                        var request = csystem_spawn_request(
+                            path: path, argv: argvPointer.baseAddress,
+                            envp: envStrings == nil ? environ : envPointer.baseAddress,
+                            stdin_fd: stdinFile ?? stdinPipe[0], stdout_fd: stdoutPipe[1],
+                            stderr_fd: mergeStderr ? stdoutPipe[1] : stderrPipe[1],
+                            directory: workingDirectory == nil ? nil : directory)
+                        return csystem_spawn(&request)
+                    } }
+                }
             }
         }
         var spawned = spawn()
         // A script being written right now (an admin saving a hook, or another
         // thread's child still holding it open) gives ETXTBSY for a moment.
-        for _ in 0..<20 where spawned == ETXTBSY {
+        for _ in 0..<20 where spawned == -ETXTBSY {
             usleep(50_000)
             spawned = spawn()
         }
         for fd in [stdinPipe[0], stdoutPipe[1], stderrPipe[1]] { close(fd) }
-        guard spawned == 0 else {
+        guard spawned > 0 else {
             for fd in [stdinPipe[1], stdoutPipe[0], stderrPipe[0]] { close(fd) }
-            throw Failure(description: "fork/exec \(path): \(goErrnoText(spawned))")
+            throw Failure(description: "fork/exec \(path): \(goErrnoText(-spawned))")
         }
+        let pid = pid_t(spawned)
 
         var output = Output(exitStatus: nil, signal: nil, timedOut: false, stdout: [], stderr: [])
         exchange(
@@ -216,6 +207,10 @@ public enum ChildProcess {
         switch input {
         case .bytes(let bytes):
             piece = bytes
+            nextPiece = { nil }
+        case .file:
+            // The child has the file; our end of the unused pipe just closes.
+            piece = []
             nextPiece = { nil }
         case .pieces(let next, let failed):
             piece = nonEmptyPiece(next) ?? []

@@ -1,5 +1,6 @@
-import Foundation
 import ChildProcess
+import DurableFiles
+import Foundation
 import GoCompat
 import GoErrors
 import Normalization
@@ -65,26 +66,28 @@ public struct MDACourier: Courier {
 
     public func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         let output: ChildProcess.Output
-        // The message streams to the MDA from the queue's file, in CRLF form.
-        let pieces = data.pieces(toCRLF: true)
+        // The MDA reads the message, in CRLF form, from a file of its own.
+        let stdin: Int32
         do {
-            try pieces.open()
+            stdin = try await offloaded { () throws(FileError) in try data.stdinFile(toCRLF: true) }
         } catch {
             return .temporary("reading message data: \(error)")
         }
+        defer { close(stdin) }
         do {
             output = try await ChildProcess.run(
                 lookPath(binary), arguments: expandedArguments(from: from, to: to),
-                stdin: .pieces(next: pieces.next, failed: { pieces.failed }),
-                mergeStderr: true, pool: .delivery, timeout: timeout)
+                stdin: .file(descriptor: stdin), mergeStderr: true, pool: .delivery, timeout: timeout)
         } catch {
             return .temporary("MDA delivery failed: \(error)")
         }
-        // The MDA saw part of the message: whatever it did, try again.
-        if let error = pieces.error { return .temporary("reading message data: \(error)") }
         if output.succeeded { return .sent }
         let text = String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if output.timedOut { return .temporary("MDA delivery failed: timed out after \(timeout) - \(goQuoted(text))") }
+        if output.timedOut {
+            let (seconds, attoseconds) = timeout.components
+            let limit = GoDuration.format(nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            return .temporary("MDA delivery failed: timed out after \(limit) - \(goQuoted(text))")
+        }
         let status = output.exitStatus.map { "exit status \($0)" } ?? "signal: \(output.signal ?? 0)"
         let message = "MDA delivery failed: \(status) - \(goQuoted(text))"
         return output.exitStatus == 75 ? .temporary(message) : .permanent(message)
@@ -104,17 +107,17 @@ public struct PipeCourier: Courier {
         let words = command.split(whereScalarSeparator: \.properties.isWhitespace).map(String.init)
         guard let program = words.first else { return .permanent("empty pipe command") }
         do {
-            let pieces = data.pieces(toCRLF: false)
+            // The queue's data file itself, as it is (LF).
+            let stdin: Int32
             do {
-                try pieces.open()
+                stdin = try await offloaded { () throws(FileError) in try data.stdinFile(toCRLF: false) }
             } catch {
                 return .temporary("reading message data: \(error)")
             }
+            defer { close(stdin) }
             let output = try await ChildProcess.run(
                 lookPath(program), arguments: Array(words.dropFirst()),
-                stdin: .pieces(next: pieces.next, failed: { pieces.failed }), mergeStderr: true, pool: .delivery,
-                timeout: timeout)
-            if let error = pieces.error { return .temporary("reading message data: \(error)") }
+                stdin: .file(descriptor: stdin), mergeStderr: true, pool: .delivery, timeout: timeout)
             if output.succeeded { return .sent }
             // chasquid records Go's exec error alone (`exit status 1`).
             return .permanent(output.goErrorText)

@@ -1,3 +1,4 @@
+import CSystemShims
 import DurableFiles
 import Normalization
 import Synchronization
@@ -40,6 +41,55 @@ public struct MessageData: Sendable {
             loaded.bytes.withLock { $0 = bytes }
             return bytes
         }
+    }
+
+    /// A file for a child to read the message from (see
+    /// ChildProcess.Input.file): the queue's data file itself when no
+    /// conversion is needed, else a converted copy in an unnamed temporary
+    /// file beside it (in memory if the disk cannot take it, so a full
+    /// queue disk still drains). Blocking: call it on a file thread. The
+    /// caller closes the descriptor.
+    func stdinFile(toCRLF: Bool) throws(FileError) -> Int32 {
+        if case .file(let path) = storage, !toCRLF {
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw FileError("open", path: path, errno: errno) }
+            return fd
+        }
+        var directory: String?
+        if case .file(let path) = storage, let slash = path.lastIndex(of: "/") {
+            directory = String(path[..<slash])
+        }
+        do {
+            return try convertedCopy(toCRLF: toCRLF, in: directory)
+        } catch where error.isOutOfSpace && directory != nil {
+            return try convertedCopy(toCRLF: toCRLF, in: nil)
+        }
+    }
+
+    /// The message, converted, in an unnamed file in `directory` (nil: in memory).
+    private func convertedCopy(toCRLF: Bool, in directory: String?) throws(FileError) -> Int32 {
+        let fd = csystem_anonymous_file(directory)
+        let place = directory.map { "a temporary file in " + $0 } ?? "memory"
+        guard fd >= 0 else { throw FileError("create", path: place, errno: -fd) }
+        do throws(FileError) {
+            let pieces = pieces(toCRLF: toCRLF)
+            try pieces.open()
+            while let piece = pieces.next() {
+                var written = 0
+                while written < piece.count {
+                    let n = piece.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { throw FileError("write", path: place, errno: errno) }
+                    written += n
+                }
+            }
+            if let error = pieces.error { throw error }
+            guard lseek(fd, 0, SEEK_SET) == 0 else { throw FileError("seek", path: place, errno: errno) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
     }
 
     /// A reader of the message in pieces, converted to CRLF if asked.

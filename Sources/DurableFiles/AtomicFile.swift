@@ -6,7 +6,7 @@ import Darwin
 import GoErrors
 
 /// An error from a file operation, naming the file and the system's reason.
-public struct FileError: Error, CustomStringConvertible, Sendable {
+public struct FileError: Error, CustomStringConvertible, Sendable, Equatable {
     public var operation: String
     public var path: String
     public var errno: Int32
@@ -19,6 +19,9 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
 
     /// True when the file (or a directory on its path) does not exist.
     public var isNotFound: Bool { errno == ENOENT }
+
+    /// True when the file system (or the user's quota) is full.
+    public var isOutOfSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 
     /// Go's *PathError form, `open c/chasquid.conf: no such file or
     /// directory`, which chasquid's messages carry and admins grep for.

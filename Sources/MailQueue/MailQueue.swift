@@ -14,14 +14,20 @@ import SwiftProtobuf
 public enum QueueError: Error, CustomStringConvertible, Sendable, Equatable {
     case full
     case resolution(String)
-    case storage(String)
+    case storage(FileError)
 
     public var description: String {
         switch self {
         case .full: "Queue size too big, try again later"
         case .resolution(let reason): "error resolving aliases: \(reason)"
-        case .storage(let reason): "error writing to the queue: \(reason)"
+        case .storage(let error): "error writing to the queue: \(error)"
         }
+    }
+
+    /// The disk (or quota) holding the queue is full.
+    public var isOutOfSpace: Bool {
+        if case .storage(let error) = self { return error.isOutOfSpace }
+        return false
     }
 }
 
@@ -156,14 +162,20 @@ public actor MailQueue {
         do {
             return try SpoolFile(creating: settings.directory + "/.incoming-" + QueueID.generate())
         } catch {
-            throw .storage(error.description)
+            throw .storage(error)
         }
     }
 
     /// Queues a message whose data is in `spool`; returns its ID. When this
     /// returns, the message is on disk: data fsynced, envelope fsynced,
     /// directory fsynced. On error the spool is discarded.
-    public nonisolated func put(from: String, to: [String], spool: sending SpoolFile) async throws(QueueError) -> String {
+    /// - Parameter remote: the client's address, for the mail log's
+    ///   `queued` line, written before the first delivery attempt starts
+    ///   (so the log never shows a delivery of a message it never queued,
+    ///   even when we are killed between the two); nil: no line.
+    public nonisolated func put(
+        from: String, to: [String], spool: sending SpoolFile, remote: String? = nil
+    ) async throws(QueueError) -> String {
         // Count puts still in progress too, so concurrent puts cannot
         // overshoot the limit while they resolve aliases and write.
         guard await reserveSlot() else {
@@ -213,8 +225,9 @@ public actor MailQueue {
             try? removeFile(dataPath)
             try? removeFile(envelopePath)
             await releaseSlot()
-            throw .storage(error.description)
+            throw .storage(error)
         }
+        if let remote { log.queued(id: id, from: from, remote: remote, to: to) }
         await register(message)
         return id
     }
@@ -246,7 +259,7 @@ public actor MailQueue {
             try spool.append(data)
         } catch {
             spool.discard()
-            throw .storage(error.description)
+            throw .storage(error)
         }
         return try await put(from: from, to: to, spool: spool)
     }
@@ -265,7 +278,7 @@ public actor MailQueue {
         do {
             try makeDirectories(settings.directory, mode: 0o700)
         } catch {
-            throw .storage(error.description)
+            throw .storage(error)
         }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: settings.directory)) ?? []
         for name in names.sorted() where name.hasPrefix("m:") {
@@ -289,12 +302,19 @@ public actor MailQueue {
                 problems.append("\(name): \(error)")
             }
         }
+        // What a crash (or a kill) leaves behind, before any 250 was sent
+        // for it: the data of a message whose envelope was not written yet,
+        // and files being written (incoming data, an envelope's temporary).
+        // Removed, and said, so an admin who finds files gone knows why.
         let envelopes = Set(names.filter { $0.hasPrefix("m:") }.map { String($0.dropFirst(2)) })
-        for name in names where name.hasPrefix("d:") && !envelopes.contains(String(name.dropFirst(2))) {
+        for name in names.sorted() where name.hasPrefix("d:") && !envelopes.contains(String(name.dropFirst(2))) {
             try? removeFile(settings.directory + "/" + name)
+            problems.append("\(name): data without an envelope (interrupted before its 250), removed")
         }
-        for name in names where name.hasPrefix(".incoming-") {
-            try? removeFile(settings.directory + "/" + name)
+        let unfinished = names.filter { $0.hasPrefix(".incoming-") || $0.hasPrefix(".m:") || $0.hasPrefix(".d:") }
+        for name in unfinished { try? removeFile(settings.directory + "/" + name) }
+        if !unfinished.isEmpty {
+            problems.append("removed \(unfinished.count) partly written file(s) (interrupted while being written)")
         }
         itemsChanged()
         for id in items.keys.sorted() { startLoop(id) }

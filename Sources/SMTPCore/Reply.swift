@@ -28,6 +28,10 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
     /// What a draining server tells a session before closing it.
     public static let shuttingDown = Reply(421, "4.3.2 Service shutting down, please try again later")
 
+    /// The disk holding the queue is full (RFC 3463 4.3.1, as Postfix
+    /// says it); the cause is in the daemon log, not told to clients.
+    public static let insufficientStorage = Reply(452, "4.3.1 Insufficient system storage, try again later")
+
     /// Replies at or above 400 count against the connection's error budget.
     public var isError: Bool { code >= 400 }
 

@@ -225,11 +225,14 @@ public struct Session: Sendable {
 
     /// The spool could not be created or written: the message is refused
     /// for now (4xx), never accepted and lost.
-    public mutating func spoolFailed(_ reason: String, policy: some SessionPolicy) async -> [SessionAction] {
+    public mutating func spoolFailed(
+        _ reason: String, storageFull: Bool = false, policy: some SessionPolicy
+    ) async -> [SessionAction] {
         guard case .delivering(let envelope) = state else { preconditionFailure("spool failed in state \(state)") }
         actions.append(.discardSpool)
         actions.append(.note(.dataEnded))
-        await endData(envelope: envelope, reply: Reply(451, "4.3.0 Failed to queue message: \(reason)"), policy: policy)
+        let reply = storageFull ? Reply.insufficientStorage : Reply(451, "4.3.0 Failed to queue message: \(reason)")
+        await endData(envelope: envelope, reply: reply, policy: policy)
         return takeActions()
     }
 
@@ -293,6 +296,12 @@ public struct Session: Sendable {
     /// Logs a failure, charges the error budget, and carries out the result.
     private mutating func finish(_ command: Command, _ result: CommandResult) {
         let reply = result.reply
+        // A full disk is our fault, not the client's: not counted, and not
+        // logged where fail2ban would count it against a sender that retries.
+        if reply == .insufficientStorage {
+            pendingReplies.append(reply)
+            return
+        }
         if reply.isError {
             actions.append(.note(.failed(command, reply)))
             if let rejection { actions.append(.note(.rejected(rejection))) }

@@ -83,7 +83,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
         var session: Session
         /// The spool of the message being received, and the first error writing it.
         var spool: SpoolFile?
-        var spoolError: String?
+        var spoolError: (any Error)?
         /// The idle timer counts from our last reply too: a client waiting
         /// for a slow post-data hook has sent nothing, and is not idle.
         var lastReply: ConnectionClock.Instant
@@ -161,7 +161,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                     state.spool = try sink.newSpool()
                     try state.spool?.append(headers)
                 } catch {
-                    state.spoolError = "\(error)"
+                    state.spoolError = error
                 }
             case .append(let bytes):
                 guard let file = state.spool, state.spoolError == nil else { continue }
@@ -173,7 +173,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
                         try file.append(bytes)
                     }
                 } catch {
-                    state.spoolError = "\(error)"
+                    state.spoolError = error
                 }
             case .discardSpool:
                 state.spool?.discard()
@@ -195,13 +195,19 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
     /// Hands the spool to the sink, or tells the session it could not be written.
     private func deliver(_ envelope: Envelope, _ state: inout LoopState) async -> [SessionAction] {
         guard let file = state.spool, state.spoolError == nil else {
-            return await state.session.spoolFailed(state.spoolError ?? "no spool", policy: policy)
+            let error = state.spoolError ?? MissingSpool()
+            let storageFull = sink.spoolWriteFailed(error, remoteAddress: facts.remoteAddress)
+            return await state.session.spoolFailed("\(error)", storageFull: storageFull, policy: policy)
         }
         state.spool = nil
         let reply = await sink.accept(
             envelope: envelope, session: state.session.info, remoteAddress: facts.remoteAddress, spool: file)
         if registry.isShuttingDown { state.session.shutdownBegan() }
         return await state.session.delivered(reply, policy: policy)
+    }
+
+    private struct MissingSpool: Error, CustomStringConvertible {
+        var description: String { "no spool" }
     }
 
     private func write(_ outbound: Outbound, _ replies: [Reply], counted: Bool) async throws {

@@ -10,6 +10,15 @@ public protocol MessageSink: Sendable {
     func accept(
         envelope: Envelope, session: SessionInfo, remoteAddress: String, spool: sending SpoolFile
     ) async -> Reply
+    /// Writing a message's spool failed with `error` (the session then
+    /// refuses it): logs it, and says whether the disk is full.
+    func spoolWriteFailed(_ error: any Error, remoteAddress: String) -> Bool
+}
+
+extension MessageSink {
+    public func spoolWriteFailed(_ error: any Error, remoteAddress: String) -> Bool {
+        (error as? FileError)?.isOutOfSpace ?? false
+    }
 }
 
 /// Facts about the connection that headers and hooks need.

@@ -26,6 +26,8 @@ var flags = GoFlags([
     .init("testing__outgoing_smtp_port", .string, "25", "port to use for outgoing SMTP connections, ONLY FOR TESTING"),
     .init("testing__max_received_headers", .int, "50", "max Received headers, ONLY FOR TESTING"),
     .init("testing__reload_every", .string, "30s", "how often to reload, ONLY FOR TESTING"),
+    .init("testing__delivery_timeout", .string, "30s", "MDA and pipe alias timeout, ONLY FOR TESTING"),
+    .init("testing__retry_delay", .string, "", "fixed wait between delivery rounds, ONLY FOR TESTING"),
     .init("testing__auth_delay", .string, "500ms", "first delay after failed AUTH attempts, ONLY FOR TESTING"),
     .init("testing__dns_addr", .string, "", "DNS server address (host:port) instead of /etc/resolv.conf, ONLY FOR TESTING"),
     .init("testing__sts_port", .int, "443", "HTTPS port of MTA-STS policy hosts, ONLY FOR TESTING"),
@@ -66,6 +68,19 @@ if let delay = ChasquidVersion.parseDuration(flags.string("testing__auth_delay")
 } else {
     printError("invalid value \"\(flags.string("testing__auth_delay"))\" for flag -testing__auth_delay\n")
     exit(2)
+}
+if let timeout = ChasquidVersion.parseDuration(flags.string("testing__delivery_timeout")) {
+    options.deliveryTimeout = timeout
+} else {
+    printError("invalid value \"\(flags.string("testing__delivery_timeout"))\" for flag -testing__delivery_timeout\n")
+    exit(2)
+}
+if !flags.string("testing__retry_delay").isEmpty {
+    guard let delay = ChasquidVersion.parseDuration(flags.string("testing__retry_delay")) else {
+        printError("invalid value \"\(flags.string("testing__retry_delay"))\" for flag -testing__retry_delay\n")
+        exit(2)
+    }
+    options.retryDelay = delay
 }
 if let every = ChasquidVersion.parseDuration(flags.string("testing__reload_every")) {
     options.reloadEvery = every

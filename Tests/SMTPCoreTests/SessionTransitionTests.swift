@@ -285,6 +285,19 @@ import Testing
         #expect(isState(s, "rcpt"))
     }
 
+    @Test func deliveringOnAFullDiskIs452AndNotTheClientsError() async {
+        var s = await inData()
+        _ = await s.received(bytes("DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n"), policy: Self.policy)
+        let actions = await s.spoolFailed("write q/s: no space left on device", storageFull: true, policy: Self.policy)
+        #expect(actions.replies == [Reply(452, "4.3.1 Insufficient system storage, try again later")])
+        #expect(!actions.notes.contains { if case .failed = $0 { true } else { false } })
+        #expect(isState(s, "rcpt"))
+        // The queue refusing it for the same reason is the same.
+        _ = await s.received(bytes("DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n"), policy: Self.policy)
+        let again = await s.delivered(.insufficientStorage, policy: Self.policy)
+        #expect(!again.notes.contains { if case .failed = $0 { true } else { false } })
+    }
+
     @Test func deliveringDuringShutdownDrains() async {
         var s = await inData()
         _ = await s.received(bytes("DATA\r\nSubject: x\r\n\r\nb\r\n.\r\nNOOP\r\n"), policy: Self.policy)
