@@ -72,6 +72,7 @@ public enum Configuration {
         "auth_failure_limit": .uint32,
         "max_connections": .uint32,
         "max_connections_per_ip": .uint32,
+        "require_sender_match": .bool,
     ]
 
     /// `max_connections_per_ip` when the file does not set it.
@@ -149,6 +150,7 @@ public enum Configuration {
         if layer.hasAuthFailureLimit { c.authFailureLimit = layer.authFailureLimit }
         if layer.hasMaxConnections { c.maxConnections = layer.maxConnections }
         if layer.hasMaxConnectionsPerIp { c.maxConnectionsPerIp = layer.maxConnectionsPerIp }
+        if layer.requireSenderMatch { c.requireSenderMatch = true }
         return c
     }
 

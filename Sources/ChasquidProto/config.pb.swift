@@ -161,6 +161,14 @@ public nonisolated struct Config: @unchecked Sendable {
   /// Clears the value of `maxConnectionsPerIp`. Subsequent reads from it will return its default value.
   public mutating func clearMaxConnectionsPerIp() {_uniqueStorage()._maxConnectionsPerIp = nil}
 
+  /// An authenticated user may only send as an address that is theirs: their
+  /// own (with any suffix), or one whose aliases deliver to them (checked at
+  /// MAIL FROM, 553 5.7.1 otherwise). Off: anyone, as chasquid allows.
+  public var requireSenderMatch: Bool {
+    get {_storage._requireSenderMatch}
+    set {_uniqueStorage()._requireSenderMatch = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -172,7 +180,7 @@ public nonisolated struct Config: @unchecked Sendable {
 
 nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = "Config"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0\u{4}V\u{f}auth_failure_limit\0\u{3}max_connections\0\u{3}max_connections_per_ip\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hostname\0\u{3}max_data_size_mb\0\u{3}smtp_address\0\u{3}submission_address\0\u{3}submission_over_tls_address\0\u{3}monitoring_address\0\u{3}mail_delivery_agent_bin\0\u{3}mail_delivery_agent_args\0\u{3}data_dir\0\u{3}suffix_separators\0\u{3}drop_characters\0\u{3}mail_log_path\0\u{3}dovecot_auth\0\u{3}dovecot_userdb_path\0\u{3}dovecot_client_path\0\u{3}haproxy_incoming\0\u{3}max_queue_items\0\u{3}give_up_send_after\0\u{4}V\u{f}auth_failure_limit\0\u{3}max_connections\0\u{3}max_connections_per_ip\0\u{3}require_sender_match\0")
 
   fileprivate class _StorageClass {
     var _hostname: String = String()
@@ -196,6 +204,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
     var _authFailureLimit: UInt32? = nil
     var _maxConnections: UInt32? = nil
     var _maxConnectionsPerIp: UInt32? = nil
+    var _requireSenderMatch: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -227,6 +236,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       _authFailureLimit = source._authFailureLimit
       _maxConnections = source._maxConnections
       _maxConnectionsPerIp = source._maxConnectionsPerIp
+      _requireSenderMatch = source._requireSenderMatch
     }
   }
 
@@ -266,6 +276,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         case 1000: try { try decoder.decodeSingularUInt32Field(value: &_storage._authFailureLimit) }()
         case 1001: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxConnections) }()
         case 1002: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxConnectionsPerIp) }()
+        case 1003: try { try decoder.decodeSingularBoolField(value: &_storage._requireSenderMatch) }()
         default: break
         }
       }
@@ -341,6 +352,9 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
       try { if let v = _storage._maxConnectionsPerIp {
         try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1002)
       } }()
+      if _storage._requireSenderMatch != false {
+        try visitor.visitSingularBoolField(value: _storage._requireSenderMatch, fieldNumber: 1003)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -371,6 +385,7 @@ nonisolated extension Config: SwiftProtobuf.Message, SwiftProtobuf._MessageImple
         if _storage._authFailureLimit != rhs_storage._authFailureLimit {return false}
         if _storage._maxConnections != rhs_storage._maxConnections {return false}
         if _storage._maxConnectionsPerIp != rhs_storage._maxConnectionsPerIp {return false}
+        if _storage._requireSenderMatch != rhs_storage._requireSenderMatch {return false}
         return true
       }
       if !storagesAreEqual {return false}

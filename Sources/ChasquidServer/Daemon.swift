@@ -264,7 +264,8 @@ public final class Daemon: Sendable {
         let policy = ServerPolicy(
             domains: domains, aliasHook: aliasHook, dovecot: dovecot, mailLog: mailLog,
             spf: SPFChecker(dns: dns, receivingHost: config.hostname), securityLevels: levels, metrics: metrics,
-            authThrottle: Self.authThrottle(config: config, options: options))
+            authThrottle: Self.authThrottle(config: config, options: options),
+            requireSenderMatch: config.requireSenderMatch)
         self.policy = policy
         let domainStore = domains
         let environment = QueueEnvironment(

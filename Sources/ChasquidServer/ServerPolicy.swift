@@ -27,6 +27,8 @@ public struct ServerPolicy: SessionPolicy {
     let metrics: ServerMetrics
     /// Failed AUTH attempts per client network and account; nil: no limit.
     let authThrottle: AuthThrottle?
+    /// `require_sender_match`: authenticated users send only as themselves.
+    let requireSenderMatch: Bool
 
     /// How long one SPF check may take in all; RFC 7208 §4.6.4 asks for at
     /// least 20 seconds. Past it the result is temperror, which accepts.
@@ -34,8 +36,10 @@ public struct ServerPolicy: SessionPolicy {
 
     public init(
         domains: LocalDomainStore, aliasHook: ResolveHook?, dovecot: DovecotAuth? = nil, mailLog: MailLog, spf: SPFChecker?,
-        securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding, authThrottle: AuthThrottle? = nil
+        securityLevels: DomainInfoStore?, metrics: ServerMetrics = .discarding, authThrottle: AuthThrottle? = nil,
+        requireSenderMatch: Bool = false
     ) {
+        self.requireSenderMatch = requireSenderMatch
         self.metrics = metrics
         self.authThrottle = authThrottle
         self.domains = domains
@@ -139,6 +143,19 @@ public struct ServerPolicy: SessionPolicy {
     }
 
     public func checkSender(_ address: String, session: SessionInfo) async -> SenderCheck {
+        if requireSenderMatch, let user = session.authenticatedAs {
+            switch await senderBelongs(address, to: user) {
+            case .success(true): break
+            case .success(false):
+                return SenderCheck(
+                    refusal: Reply(553, "5.7.1 Sender address not owned by \(user)"),
+                    logReason: "sender not owned by authenticated user \(user)")
+            case .failure(let error):
+                return SenderCheck(
+                    refusal: Reply(451, "4.3.0 Error checking the sender address, try again later"),
+                    logReason: "error checking the sender against \(user): \(error)")
+            }
+        }
         // SPF only for strangers: an authenticated user may send as anyone (§12.2).
         guard !session.isAuthenticated, let spf, let ip = session.remoteIP.flatMap({ IPAddress($0) }) else {
             // chasquid counts the level check as skipped whenever SPF did not pass.
@@ -176,6 +193,25 @@ public struct ServerPolicy: SessionPolicy {
             metrics.count(MetricCatalog.incomingSecurityLevelChecks, "skip")
         }
         return SenderCheck(spf: verdict)
+    }
+
+    /// Whether `address` is `user`'s (`require_sender_match`): the user's
+    /// own address, with any suffix or drop characters, or one whose
+    /// aliases deliver (as email) to the user; nothing in a domain not ours.
+    /// Resolved as RCPT would resolve it, so the answer matches where mail
+    /// to the address goes.
+    func senderBelongs(_ address: String, to user: String) async -> Result<Bool, ResolveError> {
+        guard let normalized = try? Normalize.address(address), let owner = try? Normalize.address(user) else {
+            return .success(false)
+        }
+        if normalized == owner { return .success(true) }
+        guard isLocal(domain: Address.domain(of: normalized)) else { return .success(false) }
+        do {
+            let recipients = try await resolver().resolve(normalized)
+            return .success(recipients.contains { $0.kind == .email && $0.address == owner })
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// The address with its domain in A-labels, which is what DNS holds.

@@ -225,6 +225,13 @@ import Testing
         }
     }
 
+    @Test func requireSenderMatchIsOffUnlessSet() throws {
+        #expect(try !load("hostname: \"x\"\n").requireSenderMatch)
+        let on = try load("require_sender_match: true\n")
+        #expect(on.requireSenderMatch)
+        #expect(Configuration.render(on).contains("require_sender_match: true"))
+    }
+
     @Test func zeroQueueItemsFallsBackToTheDefault() throws {
         #expect(try load("max_queue_items: 0").maxQueueItems == 200)
     }

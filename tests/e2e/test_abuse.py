@@ -258,3 +258,52 @@ def test_a_command_sent_one_byte_at_a_time_is_cut_at_the_command_timeout():
         assert elapsed > 55, elapsed
     finally:
         srv.cleanup()
+
+
+# ------------------------------------------------ require_sender_match
+
+SENDER_ALIASES = "sales: user\nteam: user, recv\nelsewhere: someone@remote.test\n"
+
+
+def mail_from_codes(srv, addresses):
+    """The MAIL FROM reply code for each address, as user@example.com."""
+    with smtplib.SMTP_SSL("127.0.0.1", srv.tls_port, context=no_verify_context(), timeout=30) as c:
+        c.login(S.USER, S.PASSWORD)
+        codes = []
+        for a in addresses:
+            codes.append(c.docmd("MAIL", f"FROM:<{a}>"))
+            c.rset()
+        return codes
+
+
+@pytest.mark.parametrize("address,allowed", [
+    ("user@example.com", True),
+    ("User+tag@EXAMPLE.com", True),     # suffix, case: still theirs
+    ("sales@example.com", True),        # an alias delivering to them
+    ("team@example.com", True),         # one of its recipients
+    ("", True),                         # the null sender (bounces, vacation replies)
+    ("recv@example.com", False),        # another user
+    ("elsewhere@example.com", False),   # an alias going elsewhere
+    ("user@remote.test", False),        # not a domain of ours
+])
+def test_require_sender_match_allows_only_the_users_own_addresses(address, allowed):
+    srv = ChasquidServer(aliases=SENDER_ALIASES, extra_conf="require_sender_match: true")
+    try:
+        srv.start()
+        [(code, text)] = mail_from_codes(srv, [address])
+        if allowed:
+            assert code == 250, text
+        else:
+            assert (code, text) == (553, b"5.7.1 Sender address not owned by user@example.com")
+            srv.wait_for_log("sender not owned by authenticated user user@example.com")
+    finally:
+        srv.cleanup()
+
+
+def test_without_require_sender_match_users_send_as_anyone():
+    srv = ChasquidServer(aliases=SENDER_ALIASES)
+    try:
+        srv.start()
+        assert [c for c, _ in mail_from_codes(srv, ["recv@example.com", "user@remote.test"])] == [250, 250]
+    finally:
+        srv.cleanup()
