@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "CSystemShims.h"
@@ -39,6 +40,8 @@ int csystem_anonymous_file(const char *directory) {
 struct spawn_state {
     const struct csystem_spawn_request *request;
     pid_t parent;
+    /* For closing descriptors one by one where close_range is refused. */
+    int max_fd;
     /* Written by the child, which shares our memory until it execs. */
     volatile int error;
 };
@@ -62,8 +65,18 @@ static int spawn_child(void *arg) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) goto fail;
     /* We died between the clone and the prctl: nobody would kill it. */
     if (getppid() != state->parent) _exit(127);
-    if (dup2(r->stdin_fd, 0) < 0 || dup2(r->stdout_fd, 1) < 0 || dup2(r->stderr_fd, 2) < 0) goto fail;
-    if (close_range(3, ~0U, 0) != 0) goto fail;
+    /* Copies above 2 first: a source that is itself 0, 1 or 2 (a daemon
+       started with a standard descriptor closed) is then neither left
+       close-on-exec by a no-op dup2 nor overwritten by another. */
+    int in = fcntl(r->stdin_fd, F_DUPFD_CLOEXEC, 3);
+    int out = fcntl(r->stdout_fd, F_DUPFD_CLOEXEC, 3);
+    int err = r->stderr_fd == r->stdout_fd ? out : fcntl(r->stderr_fd, F_DUPFD_CLOEXEC, 3);
+    if (in < 0 || out < 0 || err < 0) goto fail;
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) goto fail;
+    /* Kernels before 5.9, and some seccomp profiles, refuse close_range. */
+    if (close_range(3, ~0U, 0) != 0) {
+        for (int fd = 3; fd < state->max_fd; fd++) close(fd);
+    }
     if (r->directory != NULL && chdir(r->directory) != 0) goto fail;
     sigset_t none;
     sigemptyset(&none);
@@ -78,7 +91,10 @@ int csystem_spawn(const struct csystem_spawn_request *request) {
     const size_t stack_size = 256 * 1024;
     char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return -errno;
-    struct spawn_state state = {.request = request, .parent = getpid(), .error = 0};
+    struct rlimit files;
+    int max_fd = getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY && files.rlim_cur < (1 << 20)
+        ? (int)files.rlim_cur : (1 << 20);
+    struct spawn_state state = {.request = request, .parent = getpid(), .max_fd = max_fd, .error = 0};
     /* No handler of ours may run in the child before it resets them. */
     sigset_t all, previous;
     sigfillset(&all);

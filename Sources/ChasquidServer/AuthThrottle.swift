@@ -43,13 +43,19 @@ public final class AuthThrottle: Sendable {
         case proceed(delay: Duration)
         /// Do not check: the network failed too often.
         case refuse
+        /// Not yet: with the attempts still being checked, the network
+        /// would reach its limit. Ask again once some are decided, so that
+        /// parallel guesses are checked no more often than sequential ones,
+        /// while parallel right passwords (a webmail host) just wait a moment.
+        case wait
     }
 
     struct Record {
         var failures: Int
         var last: ContinuousClock.Instant
         /// Attempts let through whose password is still being checked: each
-        /// counts towards the delay and the refusal as a failure would.
+        /// counts towards the delay as a failure would, and an attempt that
+        /// would reach the limit with them waits for their outcome.
         var pending = 0
     }
 
@@ -69,12 +75,9 @@ public final class AuthThrottle: Sendable {
         let now = now()
         let keys = Self.keys(ip: ip, account: account)
         return records.withLock { records in
-            // Attempts in flight count as failures here, so guesses sent in
-            // parallel are checked no more often than ones sent in turn.
-            if let network = keys.network.flatMap({ current(records[$0], now: now) }),
-                isLocked(network, now: now) || network.failures + network.pending >= settings.maxFailures
-            {
-                return .refuse
+            if let network = keys.network.flatMap({ current(records[$0], now: now) }) {
+                if isLocked(network, now: now) { return .refuse }
+                if network.failures + network.pending >= settings.maxFailures { return .wait }
             }
             var counted = 0
             for key in keys.all {

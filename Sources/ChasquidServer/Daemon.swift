@@ -332,7 +332,11 @@ public final class Daemon: Sendable {
         var listeners = try Self.makeListeners(
             config: config, options: options, logger: logger, certificates: certificates, policy: policy, sink: sink,
             mailLog: mailLog, registry: registry, metrics: metrics, traces: traces)
-        for index in listeners.indices { listeners[index].limits = limits }
+        let logBudget = ClientLogBudget(networkOf: { ClientNetwork.limited($0) })
+        for index in listeners.indices {
+            listeners[index].limits = limits
+            listeners[index].logBudget = logBudget
+        }
         if listeners.isEmpty { throw StartupError(description: "No address to listen on") }
         self.listeners = listeners
         rpc = LocalRPCServer(

@@ -83,8 +83,16 @@ public struct ServerPolicy: SessionPolicy {
         guard let authThrottle else {
             return await checkCredentials(user: user, domain: domain, password: password)
         }
-        switch authThrottle.attempt(ip: ip, account: account) {
-        case .refuse:
+        var verdict = authThrottle.attempt(ip: ip, account: account)
+        // Attempts in flight would reach the limit: wait for their outcome
+        // (checks take about 100 ms), at most as long as a slow check.
+        let waitUntil = ContinuousClock.now + .seconds(30)
+        while verdict == .wait && ContinuousClock.now < waitUntil && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+            verdict = authThrottle.attempt(ip: ip, account: account)
+        }
+        switch verdict {
+        case .refuse, .wait:
             return await refuseThrottled(ip: ip)
         case .proceed(let delay):
             if delay > .zero {
@@ -96,13 +104,13 @@ public struct ServerPolicy: SessionPolicy {
                 }
             }
         }
-        let verdict = await checkCredentials(user: user, domain: domain, password: password)
-        switch verdict {
+        let checked = await checkCredentials(user: user, domain: domain, password: password)
+        switch checked {
         case .accepted: authThrottle.finished(ip: ip, account: account, outcome: .succeeded)
         case .rejected: authThrottle.finished(ip: ip, account: account, outcome: .failed)
         case .backendFailed, .throttled: authThrottle.finished(ip: ip, account: account, outcome: .undecided)
         }
-        return verdict
+        return checked
     }
 
     /// Not counted: the lockout ends 15 minutes after the last real failure,

@@ -47,12 +47,13 @@ public enum ChildProcess {
         /// be read to its end, the child is killed rather than given a
         /// clean end of a cut message.
         case pieces(next: @Sendable () -> [UInt8]?, failed: @Sendable () -> Bool)
-        /// This open file, from its current offset: the child reads it
-        /// itself. Unlike a pipe, whose clean end a child also sees when we
-        /// are killed mid-way, a file ends only at its real end, so a
-        /// delivery agent never takes a cut message for a whole one. The
-        /// caller closes the descriptor after the run.
-        case file(descriptor: Int32)
+        /// The file `open` returns (an open descriptor, read from its
+        /// current offset): the child reads it itself. Unlike a pipe, whose
+        /// clean end a child also sees when we are killed mid-way, a file
+        /// ends only at its real end, so a delivery agent never takes a cut
+        /// message for a whole one. `open` runs on the waiting thread (it
+        /// may copy a whole message); the descriptor is closed after the run.
+        case file(open: @Sendable () throws -> Int32)
     }
 
     /// Runs `path` and waits for it, without blocking a Swift concurrency
@@ -132,7 +133,14 @@ public enum ChildProcess {
         // are opened without CLOEXEC by libraries. The child has its own
         // process group, and dies with us (see csystem_spawn).
         var stdinFile: Int32?
-        if case .file(let descriptor) = input { stdinFile = descriptor }
+        if case .file(let open) = input {
+            do {
+                stdinFile = try open()
+            } catch {
+                throw Failure(description: "reading message data: \(error)")
+            }
+        }
+        defer { if let stdinFile { close(stdinFile) } }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         // nil: the child gets our own environment as it is, with no copy.
         let envStrings = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }

@@ -1,5 +1,4 @@
 import ChildProcess
-import DurableFiles
 import Foundation
 import GoCompat
 import GoErrors
@@ -67,17 +66,11 @@ public struct MDACourier: Courier {
     public func deliver(from: String, to: String, data: MessageData) async -> DeliveryResult {
         let output: ChildProcess.Output
         // The MDA reads the message, in CRLF form, from a file of its own.
-        let stdin: Int32
-        do {
-            stdin = try await offloaded { () throws(FileError) in try data.stdinFile(toCRLF: true) }
-        } catch {
-            return .temporary("reading message data: \(error)")
-        }
-        defer { close(stdin) }
         do {
             output = try await ChildProcess.run(
                 lookPath(binary), arguments: expandedArguments(from: from, to: to),
-                stdin: .file(descriptor: stdin), mergeStderr: true, pool: .delivery, timeout: timeout)
+                stdin: .file(open: { try data.stdinFile(toCRLF: true) }), mergeStderr: true, pool: .delivery,
+                timeout: timeout)
         } catch {
             return .temporary("MDA delivery failed: \(error)")
         }
@@ -108,16 +101,10 @@ public struct PipeCourier: Courier {
         guard let program = words.first else { return .permanent("empty pipe command") }
         do {
             // The queue's data file itself, as it is (LF).
-            let stdin: Int32
-            do {
-                stdin = try await offloaded { () throws(FileError) in try data.stdinFile(toCRLF: false) }
-            } catch {
-                return .temporary("reading message data: \(error)")
-            }
-            defer { close(stdin) }
             let output = try await ChildProcess.run(
                 lookPath(program), arguments: Array(words.dropFirst()),
-                stdin: .file(descriptor: stdin), mergeStderr: true, pool: .delivery, timeout: timeout)
+                stdin: .file(open: { try data.stdinFile(toCRLF: false) }), mergeStderr: true, pool: .delivery,
+                timeout: timeout)
             if output.succeeded { return .sent }
             // chasquid records Go's exec error alone (`exit status 1`).
             return .permanent(output.goErrorText)

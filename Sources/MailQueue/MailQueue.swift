@@ -555,13 +555,32 @@ public actor MailQueue {
             let path = dataPath(id)
             let data = (try? await offloaded { () throws(FileError) in try readFile(path) }) ?? []
             let dsn = DSN.make(for: message, originalData: data, reportingDomain: reportingDomain(message), now: time.now())
-            do {
-                let dsnID = try await put(from: "<>", to: [message.from], data: dsn)
+            // A full disk would lose the bounce: the item stays (on disk, so
+            // a restart tries again too) until the bounce can be queued.
+            var queued: Result<String, QueueError>
+            while true {
+                do {
+                    queued = .success(try await put(from: "<>", to: [message.from], data: dsn))
+                    break
+                } catch where error.isOutOfSpace {
+                    let delay = settings.retryDelay(age(message))
+                    let (seconds, attoseconds) = delay.components
+                    let wait = GoDuration.format(nanoseconds: seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+                    log.write("\(id) from=\(message.from) failed to queue DSN: \(error); trying again in \(wait)")
+                    sendLoopLog(id, "error: failed to queue DSN: \(error); trying again in \(wait)")
+                    do { try await time.clock.sleep(for: delay) } catch { return }
+                } catch {
+                    queued = .failure(error)
+                    break
+                }
+            }
+            switch queued {
+            case .success(let dsnID):
                 metrics.count(MetricCatalog.dsnQueued)
                 log.write("\(id) from=\(message.from) DSN queued as \(dsnID)")
                 itemTraces[id]?.log("DSN queued as \(dsnID)")
                 sendLoopLog(id, "queued DSN: \(dsnID)")
-            } catch {
+            case .failure(let error):
                 log.write("\(id) from=\(message.from) failed to queue DSN: \(error)")
                 itemTraces[id]?.error("failed to queue DSN: \(error)")
                 sendLoopLog(id, "error: failed to queue DSN: \(error)")

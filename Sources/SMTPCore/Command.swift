@@ -28,6 +28,17 @@ public struct Command: Equatable, Sendable {
     /// Verbs that mean a web client is talking to us (cross-protocol attacks).
     public static let httpVerbs: Set<String> = ["GET", "POST", "CONNECT"]
 
+    /// A TLS handshake (a record of type 22, version 3.x) sent as if it
+    /// were a command: a client speaking implicit TLS to a plain-text port.
+    public var isTLSHandshake: Bool {
+        var scalars = verb.unicodeScalars.makeIterator()
+        return scalars.next() == "\u{16}" && scalars.next() == "\u{03}"
+    }
+
+    /// Whether the line is another protocol altogether (HTTP, TLS): closed
+    /// at once, outside the error budget.
+    public var isCrossProtocol: Bool { Self.httpVerbs.contains(verb) || isTLSHandshake }
+
     /// The verbs the server implements.
     public static let knownVerbs: Set<String> = [
         "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "HELP", "QUIT", "VRFY", "EXPN", "STARTTLS", "AUTH",

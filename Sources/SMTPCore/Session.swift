@@ -311,7 +311,7 @@ public struct Session: Sendable {
             authOutcome = nil
         }
         // A cross-protocol request is closed at once, outside the budget.
-        if reply.isError && !Command.httpVerbs.contains(command.verb) {
+        if reply.isError && !command.isCrossProtocol {
             errors += 1
             if errors >= maxErrors {
                 actions.append(.note(.tooManyErrors))

@@ -43,6 +43,10 @@ extension Session {
         case _ where Command.httpVerbs.contains(command.verb):
             // A cross-protocol request: closed at once, outside the error budget.
             return .close(Reply(502, "5.7.0 You hear someone cursing shoplifters"))
+        case _ where command.isTLSHandshake:
+            // Implicit TLS to a plain-text port: the rest of its handshake
+            // would be answered line by line until the error budget ran out.
+            return .close(Reply(500, "5.5.1 TLS handshake on a plain-text port, use port 465 or STARTTLS"))
         default:
             return .reply(Reply(500, "5.5.1 Unknown command"))
         }

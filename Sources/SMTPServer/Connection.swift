@@ -45,7 +45,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
     init(
         settings: ConnectionSettings, policy: any SessionPolicy, sink: any MessageSink, facts: ConnectionFacts,
         logger: Logger, mailLog: MailLog, registry: ConnectionRegistry, metrics: ServerMetrics, trace: Trace,
-        clock: ConnectionClock
+        clock: ConnectionClock, logBudget: ClientLogBudget? = nil
     ) {
         self.settings = settings
         self.policy = policy
@@ -53,7 +53,7 @@ struct Connection<ConnectionClock: Clock> where ConnectionClock.Duration == Dura
         self.facts = facts
         self.observer = SessionObserver(
             mode: settings.mode, remoteAddress: facts.remoteAddress, logger: logger, mailLog: mailLog,
-            metrics: metrics, trace: trace)
+            metrics: metrics, trace: trace, remoteIP: facts.remoteIP, logBudget: logBudget)
         self.registry = registry
         self.clock = clock
     }

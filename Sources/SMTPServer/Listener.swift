@@ -42,6 +42,8 @@ public struct Listener: Sendable {
     public var configuredAddress: String?
     /// Shared by every listener; nil: no limits (tests).
     public var limits: ConnectionLimits?
+    /// Daemon-log lines per client network; shared; nil: no budget (tests).
+    public var logBudget: ClientLogBudget?
     public var settings: ConnectionSettings
     public var certificates: CertificateStore?
     public var policy: any SessionPolicy
@@ -220,7 +222,8 @@ public struct BoundListener: Sendable {
                         let connection = Connection(
                             settings: listener.settings, policy: listener.policy, sink: listener.sink, facts: facts,
                             logger: listener.logger, mailLog: listener.mailLog, registry: listener.registry,
-                            metrics: listener.metrics, trace: trace, clock: ContinuousClock())
+                            metrics: listener.metrics, trace: trace, clock: ContinuousClock(),
+                            logBudget: listener.logBudget)
                         await connection.run(child, implicitTLS: implicitTLS)
                     }
                 }

@@ -14,6 +14,24 @@ struct SessionObserver {
     let mailLog: MailLog
     let metrics: ServerMetrics
     let trace: Trace
+    /// The client's IP and the shared per-network budget for its log lines;
+    /// nil budget: every line (tests).
+    var remoteIP = ""
+    var logBudget: ClientLogBudget? = nil
+
+    /// A daemon-log line the client caused, within its network's budget.
+    private func clientLine(_ line: String) {
+        guard let logBudget else {
+            logger.info("\(line)")
+            return
+        }
+        guard case .log(let dropped) = logBudget.admit(ip: remoteIP) else { return }
+        if dropped > 0 {
+            // Not in the fail2ban form (no "error:"): a count, not an event.
+            logger.info("SMTP.Conn \(remoteAddress): \(dropped) earlier line(s) from this client's network not logged (too many)")
+        }
+        logger.info("\(line)")
+    }
 
     func opened() {
         metrics.adjust(MetricCatalog.openConnections, by: 1)
@@ -67,20 +85,23 @@ struct SessionObserver {
             // The fail2ban contract (COMPAT.md §11.5), Go-quoted without the
             // outer quotes (`unknown<\"X\">`).
             if Command.httpVerbs.contains(command.verb) {
-                logger.info("\(prefix) http command, closing connection")
+                clientLine("\(prefix) http command, closing connection")
+            } else if command.isTLSHandshake {
+                // Not in the fail2ban form: a misconfigured client, not an attack.
+                clientLine("SMTP.Conn \(remoteAddress): TLS handshake on a plain-text port (implicit TLS is port 465), closing connection")
             } else {
-                logger.info("\(prefix) \(goQuotedInner("\(command.reportedVerb) failed: \(reply.code)  \(reply.text)"))")
+                clientLine("\(prefix) \(goQuotedInner("\(command.reportedVerb) failed: \(reply.code)  \(reply.text)"))")
             }
             if command.verb == "PROXY" {
                 // A PROXY header where none is expected: a proxy in front
                 // of a server configured without haproxy_incoming.
-                logger.info("SMTP.Conn \(remoteAddress): PROXY header received, but haproxy_incoming is off")
+                clientLine("SMTP.Conn \(remoteAddress): PROXY header received, but haproxy_incoming is off")
             }
         case .rejected(let rejection):
             mailLog.rejected(remote: remoteAddress, from: rejection.from, to: rejection.to, reason: rejection.reason)
         case .tooManyErrors:
             trace.error("too many errors, breaking connection")
-            logger.info("\(prefix) too many errors, breaking connection")
+            clientLine("\(prefix) too many errors, breaking connection")
         case .authenticated(let user, let succeeded):
             mailLog.auth(remote: remoteAddress, user: user, succeeded: succeeded)
         case .dataStarted(let onTLS):

@@ -6,6 +6,9 @@ import GoFlags
 import Glibc
 #endif
 
+// A standard descriptor left closed by whoever started us would be taken
+// by the first file we open, and log lines written into it (a queue file).
+for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 { _ = open("/dev/null", O_RDWR) }
 Daemon.runTasksOnEventLoops()
 Daemon.raiseOpenFileLimit()
 

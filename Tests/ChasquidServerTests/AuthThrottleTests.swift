@@ -14,7 +14,7 @@ extension AuthThrottle {
     /// What an attempt would be told, leaving nothing pending.
     func verdict(ip: String, account: String) -> Verdict {
         let verdict = attempt(ip: ip, account: account)
-        if verdict != .refuse { finished(ip: ip, account: account, outcome: .undecided) }
+        if case .proceed = verdict { finished(ip: ip, account: account, outcome: .undecided) }
         return verdict
     }
 }
@@ -100,7 +100,7 @@ extension AuthThrottle {
         let delays: [AuthThrottle.Verdict] = [0, 0, 0, 0, 0.5, 1, 2, 4, 8, 8].map {
             .proceed(delay: .milliseconds(Int($0 * 1000)))
         }
-        #expect(verdicts == delays + Array(repeating: .refuse, count: 10))
+        #expect(verdicts == delays + Array(repeating: .wait, count: 10))
         // Not locked until they fail; other networks unaffected.
         #expect(!throttle.isRefused(ip: "192.0.2.1"))
         #expect(throttle.verdict(ip: "192.0.2.2", account: "v@x") == .proceed(delay: .zero))
@@ -112,11 +112,20 @@ extension AuthThrottle {
         #expect(throttle.verdict(ip: "192.0.2.1", account: "v@x") == .proceed(delay: .zero))
     }
 
+    /// Parallel right passwords wait for each other, never refused.
+    @Test func parallelRightPasswordsWaitAndThenProceed() {
+        let throttle = self.throttle
+        let verdicts = (0..<11).map { throttle.attempt(ip: "192.0.2.1", account: "u\($0)@x") }
+        #expect(verdicts.last == .wait)
+        throttle.finished(ip: "192.0.2.1", account: "u0@x", outcome: .succeeded)
+        #expect(throttle.attempt(ip: "192.0.2.1", account: "u10@x") != .wait)
+    }
+
     /// A right password gives its place back.
     @Test func successfulAttemptsInFlightAreNotFailures() {
         let throttle = self.throttle
         for _ in 0..<20 {
-            #expect(throttle.attempt(ip: "192.0.2.1", account: "a@x") != .refuse)
+            #expect(throttle.attempt(ip: "192.0.2.1", account: "a@x") == .proceed(delay: .zero))
             throttle.finished(ip: "192.0.2.1", account: "a@x", outcome: .succeeded)
         }
     }

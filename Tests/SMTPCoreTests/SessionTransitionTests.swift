@@ -285,6 +285,16 @@ import Testing
         #expect(isState(s, "rcpt"))
     }
 
+    @Test func aTLSHandshakeOnAPlainPortIsClosedOutsideTheBudget() async {
+        var s = session()
+        _ = s.start()
+        let hello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03, 0x0D, 0x0A, 0x99, 0x0D, 0x0A]
+        let actions = await s.received(hello, policy: Self.policy)
+        #expect(actions.replies == [Reply(500, "5.5.1 TLS handshake on a plain-text port, use port 465 or STARTTLS")])
+        #expect(actions.withoutNotes.last == .close)
+        #expect(isState(s, "closed"))
+    }
+
     @Test func deliveringOnAFullDiskIs452AndNotTheClientsError() async {
         var s = await inData()
         _ = await s.received(bytes("DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n"), policy: Self.policy)

@@ -7,8 +7,11 @@ IPv6 networks included, with the header written here by hand.
 """
 
 import base64
+import random
+import re
 import smtplib
 import socket
+import ssl
 import threading
 import time
 
@@ -307,3 +310,83 @@ def test_without_require_sender_match_users_send_as_anyone():
         assert [c for c, _ in mail_from_codes(srv, ["recv@example.com", "user@remote.test"])] == [250, 250]
     finally:
         srv.cleanup()
+
+
+# ------------------------------------------------ garbage
+
+def tls_client_hello():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = ctx.wrap_bio(incoming, outgoing, server_hostname="mail.example.com")
+    try:
+        conn.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def raw_exchange(port, data, source=None, greeting=True, timeout=10):
+    """Everything the server sends until it closes (`source`: a PROXY header
+    first). Fails if the server does not close within `timeout`."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    out = b""
+    try:
+        if source:
+            s.sendall(f"PROXY TCP4 {source} 127.0.0.1 40000 {port}\r\n".encode())
+        if greeting:
+            out += s.recv(1000)
+        s.sendall(data)
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return out
+            out += chunk
+    finally:
+        s.close()
+
+
+def test_other_protocols_are_answered_and_closed_at_once():
+    srv = ChasquidServer()
+    try:
+        srv.start()
+        hello = tls_client_hello()
+        # Implicit TLS to port 25: one reply and closed, not answered line by line.
+        out = raw_exchange(srv.smtp_port, hello)
+        assert out.endswith(b"500 5.5.1 TLS handshake on a plain-text port, use port 465 or STARTTLS\r\n"), out
+        assert out.count(b"\r\n") == 2, out
+        for port in (srv.smtp_port, srv.submission_port):
+            out = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: mail.example.com\r\n\r\n")
+            assert out.endswith(b"502 5.7.0 You hear someone cursing shoplifters\r\n"), out
+        # On 465 HTTP is no TLS handshake: closed with nothing sent.
+        assert raw_exchange(srv.tls_port, b"GET / HTTP/1.1\r\n\r\n", greeting=False) == b""
+        log = srv.stderr()
+        assert "TLS handshake on a plain-text port (implicit TLS is port 465), closing connection" in log
+        # Not in fail2ban's form: a misconfigured client is no attacker.
+        assert not re.search(r"error:.*TLS handshake", log), log
+        assert log.count("http command, closing connection") == 2
+        # Still serving.
+        with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=10) as c:
+            assert c.ehlo()[0] == 250
+    finally:
+        srv.cleanup()
+
+
+def test_garbage_from_one_network_cannot_fill_the_log_nor_show_secrets(srv):
+    rng = random.Random(18)
+    secret = "hunter2-very-secret"
+    for i in range(40):
+        noise = b"\r\n".join(bytes(rng.choice([b for b in range(256) if b not in (10, 13)]) for _ in range(80))
+                             for _ in range(5))
+        out = raw_exchange(srv.smtp_port, noise + f"\r\nPASS{secret}\r\nAUTH PLAIN {secret}\r\n".encode(),
+                           source=f"203.0.113.{i % 4 + 1}")
+        assert out.startswith(b"220 ") and out.endswith(b"421 4.5.0 Too many errors, bye\r\n"), out
+    log = srv.stderr()
+    lines = [line for line in log.splitlines() if "SMTP.Conn 203.0.113." in line]
+    # 40 connections of 4 lines each would be 160; one /32 network each
+    # of the 4 addresses gets its burst of 20, then about one per 3 s.
+    per_network = {ip: sum(1 for line in lines if f"203.0.113.{ip}:" in line) for ip in range(1, 5)}
+    assert all(5 <= n <= 26 for n in per_network.values()), per_network
+    assert secret not in log and secret not in srv.mail_log()
+    # A normal client is served meanwhile.
+    assert auth(srv, "192.0.2.50", S.USER, S.PASSWORD) == 235

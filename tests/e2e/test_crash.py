@@ -21,8 +21,8 @@ import smtplib
 import threading
 import time
 
-import server as S
-from server import ChasquidServer
+import deployed
+from server import ChasquidServer, maildir_deliver_bin
 
 RECIPIENTS = ["user@example.com", "recv@example.com"]
 
@@ -96,6 +96,33 @@ class Load:
             t.join(30)
 
 
+def slow_reading_mda(srv):
+    """maildir-deliver behind a reader that takes its input slowly, as a
+    busy MDA would, so that kills often land while one is reading: one fed
+    through a pipe would then see its input end early and deliver the part
+    it got (the bug this test guards against)."""
+    script = srv.base / "slow-mda"
+    script.write_text(
+        f"#!{deployed.hook_python()}\n"
+        "import os, sys, tempfile, time\n"
+        "data = bytearray()\n"
+        "while True:\n"
+        "    chunk = sys.stdin.buffer.read1(16384)\n"
+        "    if not chunk:\n"
+        "        break\n"
+        "    data += chunk\n"
+        "    time.sleep(0.003)\n"
+        "# What it got, as a file, to maildir-deliver in its place (exec: no\n"
+        "# pipe of ours that could end early in turn).\n"
+        "f = tempfile.TemporaryFile()\n"
+        "f.write(data)\n"
+        "f.seek(0)\n"
+        "os.dup2(f.fileno(), 0)\n"
+        f"os.execv({str(maildir_deliver_bin())!r}, [{str(maildir_deliver_bin())!r}] + sys.argv[1:])\n")
+    script.chmod(0o755)
+    return str(script)
+
+
 def queue_state(srv):
     names = srv.queue_files()
     envelopes = {n[2:] for n in names if n.startswith("m:")}
@@ -110,6 +137,7 @@ def test_sigkill_at_random_moments_loses_and_damages_nothing():
     print(f"crash test seed: {seed} (CRASH_SEED={seed} repeats it), rounds: {rounds}")
     rng = random.Random(seed)
     srv = ChasquidServer()
+    srv.write_conf(mda_bin=slow_reading_mda(srv))
     try:
         load = Load(srv, rng)
         segments = []  # each killed daemon's part of the mail log
@@ -119,8 +147,10 @@ def test_sigkill_at_random_moments_loses_and_damages_nothing():
             srv.start()
             if i > 0:
                 # What the last kill left: removed at start-up, and said.
+                # Every envelope has its data (a d: alone is a removal in
+                # progress: m: goes first).
                 envelopes, data, _ = queue_state(srv)
-                assert envelopes == data, f"seed {seed}: torn pairs after restart: {envelopes ^ data}"
+                assert envelopes <= data, f"seed {seed}: envelopes without data after restart: {envelopes - data}"
                 assert not [n for n in srv.queue_files() if n.startswith(".")], f"seed {seed}"
                 for name in left_before:
                     if name.startswith("d:"):

@@ -36,6 +36,8 @@ struct csystem_spawn_request {
    from 3 up closed), and also asks the kernel to SIGKILL it if this thread
    (or the whole process) dies: a delivery agent must never see its input
    end cleanly because we were killed, or it would deliver half a message.
+   The kernel sends that signal when the *calling thread* exits: call it
+   only from threads that live as long as the process (BlockingWork's).
    Returns the child's pid, or -errno of the step that failed. */
 int csystem_spawn(const struct csystem_spawn_request *request);
 
